@@ -1,0 +1,34 @@
+"""Shared fixtures: offline, deterministic, synthetic media whose true answer is known."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def textured_frames(num_frames=8, height=64, width=64, shift=(2, 0), seed=0) -> np.ndarray:
+    """A smooth random texture translating by whole pixels ``shift = (dx, dy)`` per frame,
+    ``(F, H, W, 3)`` uint8. Frame t+1 equals frame t moved by ``shift`` (wrapping around)."""
+    rng = np.random.default_rng(seed)
+    import cv2
+
+    base = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
+    base = cv2.resize(base, (width, height), interpolation=cv2.INTER_CUBIC)
+    dx, dy = shift
+    return np.stack([np.roll(base, (t * dy, t * dx), axis=(0, 1)) for t in range(num_frames)])
+
+
+@pytest.fixture
+def frames():
+    return textured_frames()
+
+
+@pytest.fixture
+def clip_path(tmp_path, frames):
+    """An 8-frame 64x64 MP4 at 12 fps."""
+    from vidforge.core.video_io import write_video
+
+    return write_video(tmp_path / "clip.mp4", frames, fps=12)

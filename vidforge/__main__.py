@@ -1,0 +1,3 @@
+from vidforge.cli import main
+
+main()

@@ -1,0 +1,38 @@
+"""DynamiCrafter options (SPEC section 2). Per-model defaults (fps, rescale...) are None here and
+filled from the model's config by the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidforge.core.options import RunOptions, check
+
+
+@dataclass(frozen=True)
+class AnimateOptions(RunOptions):
+    prompt: str = ""
+    steps: int = 50
+    eta: float = 1.0
+    text_scale: float = 7.5
+    image_scale: float | None = None  # multi-condition CFG when set; plain CFG otherwise
+    guidance_rescale: float | None = None  # None: 0.7 for v-prediction models, 0 otherwise
+    frames: int = 16
+    fps: int | None = None  # 512/1024 models: fps conditioning (default 24 / 10)
+    frame_stride: int | None = None  # 256 model: frame stride conditioning (default 3)
+    end_image: str | None = None  # interp model: last frame
+    loop: bool = False  # interp model: end on the input image
+    height: int | None = None  # None: the model's native size
+    width: int | None = None
+    decode_per_frame: bool = False
+    vae_fp32: bool = True  # decode the VAE in fp32 (fp16 VAE decodes can give NaNs)
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.frames >= 1, f"--frames must be at least 1 (got {self.frames})")
+        check(0 <= self.eta <= 1, "--eta must be in [0, 1]")
+        check(self.fps is None or self.fps >= 1, "--fps must be at least 1")
+        check(self.frame_stride is None or self.frame_stride >= 1, "--frame-stride must be at least 1")
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            check(v is None or (v > 0 and v % 64 == 0), f"--{name} must be a positive multiple of 64")
+        check(not (self.loop and self.end_image), "--loop and --end-image exclude each other")

@@ -1,0 +1,429 @@
+"""The ``vidforge`` command line: parse options, build an options object, call the Python API.
+
+No ML happens here. Every command runs inside :func:`handle_errors`, so a user sees
+``error: <one line>`` and a non-zero exit code (2 for usage, 1 for runtime), never a traceback
+(set ``VIDFORGE_DEBUG=1`` to get one).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
+
+from vidforge import __version__
+from vidforge.animate.options import AnimateOptions
+from vidforge.errors import OptionError, VidforgeError
+from vidforge.evaluate.options import METRICS, WEIGHT_FREE_METRICS, EvaluateOptions
+from vidforge.extend.options import ExtendOptions
+from vidforge.stylize.options import StylizeOptions
+
+app = typer.Typer(
+    name="vidforge",
+    help="Video editing with video diffusion models: stylize, animate, extend, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# ------------------------------------------------------------------------------------ shared options
+
+Output = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Output file (.mp4, .gif, or .png for a PNG sequence).")
+]
+Model = Annotated[
+    str | None,
+    typer.Option(
+        help="Preset name, Hugging Face hub id, or local folder/file. 'tiny' = random weights, noise output."
+    ),
+]
+Seed = Annotated[int, typer.Option(help="Random seed: same seed, same frames.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel="Hardware")]
+Dtype = Annotated[
+    str, typer.Option(help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.", rich_help_panel="Hardware")
+]
+Attention = Annotated[
+    str,
+    typer.Option(help="auto (xformers when its kernels load), xformers, sdpa.", rich_help_panel="Hardware"),
+]
+Overwrite = Annotated[bool, typer.Option(help="Replace an existing output file.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary line.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object describing the result to stdout.")]
+Resize = Annotated[str | None, typer.Option(help="Resize frames to WIDTHxHEIGHT first, e.g. 512x320.")]
+
+
+def handle_errors(command):
+    """Turn library errors into one line on stderr and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, click_exceptions.ClickException):
+            raise
+        except OptionError as e:
+            _fail(str(e), 2)
+        except VidforgeError as e:
+            _fail(str(e), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as e:
+            if os.environ.get("VIDFORGE_DEBUG") == "1":
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            _fail(f"internal error: {type(e).__name__}: {msg} (set VIDFORGE_DEBUG=1 for the traceback)", 1)
+
+    return wrapper
+
+
+def _fail(message: str, code: int):
+    if os.environ.get("VIDFORGE_DEBUG") == "1" and sys.exc_info()[0] is not None:
+        raise
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _default_output(input_path: Path | None, suffix: str) -> Path:
+    stem = input_path.stem if input_path is not None else "video"
+    folder = input_path.parent if input_path is not None else Path(".")
+    return folder / f"{stem}_{suffix}.mp4"
+
+
+def _report(result, as_json: bool, quiet: bool) -> None:
+    from vidforge.core.progress import summary
+
+    if as_json:
+        typer.echo(result.to_json())
+    elif not quiet:
+        typer.echo(summary(result.num_frames, result.seconds, result.output), err=True)
+
+
+def _prepare_output(output: Path | None, default: Path, overwrite: bool) -> Path:
+    from vidforge.core.video_io import check_output_path
+
+    return check_output_path(output or default, overwrite)
+
+
+def _bars(quiet: bool, as_json: bool):
+    from vidforge.core.progress import bars
+
+    return bars(quiet=quiet or as_json)
+
+
+def _validated(options):
+    options.validate()
+    return options
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+
+@app.command(
+    epilog='Example: vidforge stylize clip.mp4 --style "ink wash painting" -o clip_ink.mp4\n\n'
+    "Style-A-Video: zero-shot, text-driven, on an InstructPix2Pix backbone."
+)
+@handle_errors
+def stylize(
+    input: Annotated[Path, typer.Argument(help="Input video.", show_default=False)],
+    style: Annotated[str, typer.Option(help="Style prompt, e.g. 'ink wash painting'.", show_default=False)],
+    output: Output = None,
+    model: Model = None,
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = StylizeOptions.steps,
+    seed: Seed = StylizeOptions.seed,
+    image_scale: Annotated[
+        float, typer.Option(help="sI: image (content) guidance.", rich_help_panel="Guidance")
+    ] = StylizeOptions.image_scale,
+    text_scale: Annotated[
+        float, typer.Option(help="sT: text (style) guidance.", rich_help_panel="Guidance")
+    ] = StylizeOptions.text_scale,
+    attn_scale: Annotated[
+        float, typer.Option(help="sM: self-attention-map guidance.", rich_help_panel="Guidance")
+    ] = StylizeOptions.attn_scale,
+    text_branch: Annotated[
+        str,
+        typer.Option(
+            help="paper: eps(z,∅,c_T); image: eps(z,c_I,c_T) keeps more structure at high sT.",
+            rich_help_panel="Guidance",
+        ),
+    ] = StylizeOptions.text_branch,
+    clip_guidance: Annotated[
+        float, typer.Option(help="λ of the CLIP sampling optimization; 0 = off.", rich_help_panel="Guidance")
+    ] = StylizeOptions.clip_guidance,
+    clip_steps: Annotated[
+        int, typer.Option(help="Apply CLIP optimization on the first N steps.", rich_help_panel="Guidance")
+    ] = StylizeOptions.clip_steps,
+    scheduler: Annotated[
+        str, typer.Option(help="ddim, euler, euler-a, dpm-solver.")
+    ] = StylizeOptions.scheduler,
+    fuse_window: Annotated[
+        str,
+        typer.Option(
+            help="START:END fraction of the schedule with latent flow fusion; 0:0 = off.",
+            rich_help_panel="Temporal",
+        ),
+    ] = "{}:{}".format(*StylizeOptions.fuse_window),
+    fuse_strength: Annotated[
+        float, typer.Option(help="Latent fusion strength.", rich_help_panel="Temporal")
+    ] = StylizeOptions.fuse_strength,
+    deflicker: Annotated[
+        float, typer.Option(help="Pixel fusion strength after decoding; 0 = off.", rich_help_panel="Temporal")
+    ] = StylizeOptions.deflicker,
+    batch_frames: Annotated[int, typer.Option(help="Frames per UNet batch.")] = StylizeOptions.batch_frames,
+    max_frames: Annotated[int | None, typer.Option(help="Only the first N frames.")] = None,
+    resize: Resize = None,
+    device: Device = StylizeOptions.device,
+    dtype: Dtype = StylizeOptions.dtype,
+    attention: Attention = StylizeOptions.attention,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json: Json = False,
+):
+    """Restyle a video from a text prompt (Style-A-Video)."""
+    from vidforge import stylize as api
+    from vidforge.core.options import parse_size
+
+    try:
+        lo, hi = (float(v) for v in fuse_window.split(":"))
+    except ValueError:
+        raise OptionError(f"--fuse-window {fuse_window!r}: expected START:END, e.g. 0:0.5") from None
+    options = _validated(
+        StylizeOptions(
+            style=style, model=model, steps=steps, seed=seed, image_scale=image_scale, text_scale=text_scale,
+            attn_scale=attn_scale, text_branch=text_branch, clip_guidance=clip_guidance, clip_steps=clip_steps,
+            scheduler=scheduler, fuse_window=(lo, hi), fuse_strength=fuse_strength, deflicker=deflicker,
+            batch_frames=batch_frames, max_frames=max_frames, resize=parse_size(resize), device=device,
+            dtype=dtype, attention=attention,
+        )
+    )  # fmt: skip
+    output = _prepare_output(output, _default_output(input, "stylized"), overwrite)
+    with _bars(quiet, json) as bars:
+        result = api.run(input, options, output=output, bars=bars)
+    _report(result, json, quiet)
+
+
+@app.command(
+    epilog='Example: vidforge animate photo.png --prompt "the waves crash" -o waves.mp4\n\n'
+    "DynamiCrafter; 16 frames is native, other lengths work but quality may drop."
+)
+@handle_errors
+def animate(
+    image: Annotated[Path, typer.Argument(help="Input image (PNG, JPEG, WebP).", show_default=False)],
+    prompt: Annotated[str, typer.Option(help="What should move and how.")] = "",
+    output: Output = None,
+    model: Model = None,
+    steps: Annotated[int, typer.Option(help="DDIM steps.")] = AnimateOptions.steps,
+    seed: Seed = AnimateOptions.seed,
+    frames: Annotated[
+        int, typer.Option(help="Frames to generate (16 native; other lengths may lose quality).")
+    ] = AnimateOptions.frames,
+    text_scale: Annotated[
+        float, typer.Option(help="Text CFG scale.", rich_help_panel="Guidance")
+    ] = AnimateOptions.text_scale,
+    image_scale: Annotated[
+        float | None, typer.Option(help="Image CFG scale (multi-condition CFG).", rich_help_panel="Guidance")
+    ] = None,
+    guidance_rescale: Annotated[
+        float | None,
+        typer.Option(help="Guidance rescale (default 0.7 for 512/1024).", rich_help_panel="Guidance"),
+    ] = None,
+    eta: Annotated[float, typer.Option(help="DDIM eta.")] = AnimateOptions.eta,
+    fps: Annotated[int | None, typer.Option(help="fps conditioning (512/1024 models).")] = None,
+    frame_stride: Annotated[int | None, typer.Option(help="Frame-stride conditioning (256 model).")] = None,
+    end_image: Annotated[Path | None, typer.Option(help="Interp model: the last frame.")] = None,
+    loop: Annotated[bool, typer.Option(help="Interp model: loop back to the input image.")] = False,
+    height: Annotated[int | None, typer.Option(help="Output height (multiple of 64).")] = None,
+    width: Annotated[int | None, typer.Option(help="Output width (multiple of 64).")] = None,
+    decode_per_frame: Annotated[bool, typer.Option(help="Decode one frame at a time (less memory).")] = False,
+    vae_fp32: Annotated[
+        bool, typer.Option(help="Decode the VAE in fp32 (avoids fp16 NaNs).")
+    ] = AnimateOptions.vae_fp32,
+    device: Device = AnimateOptions.device,
+    dtype: Dtype = AnimateOptions.dtype,
+    attention: Attention = AnimateOptions.attention,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json: Json = False,
+):
+    """Turn a still image into a short video (DynamiCrafter)."""
+    from vidforge import animate as api
+
+    options = _validated(
+        AnimateOptions(
+            prompt=prompt, model=model, steps=steps, seed=seed, frames=frames, text_scale=text_scale,
+            image_scale=image_scale, guidance_rescale=guidance_rescale, eta=eta, fps=fps, frame_stride=frame_stride,
+            end_image=str(end_image) if end_image else None, loop=loop, height=height, width=width,
+            decode_per_frame=decode_per_frame, vae_fp32=vae_fp32, device=device, dtype=dtype, attention=attention,
+        )
+    )  # fmt: skip
+    output = _prepare_output(output, _default_output(image, "animated"), overwrite)
+    with _bars(quiet, json) as bars:
+        result = api.run(image, options, output=output, bars=bars)
+    _report(result, json, quiet)
+
+
+@app.command(
+    epilog='Example: vidforge extend --prompt "a river through a forest" --frames 128 -o river.mp4\n\n'
+    "Reuse-and-Diffuse: clip by clip, constant memory."
+)
+@handle_errors
+def extend(
+    prompt: Annotated[str, typer.Option(help="Text prompt.", show_default=False)],
+    frames: Annotated[int, typer.Option(help="Total frames to write.")] = ExtendOptions.frames,
+    output: Output = None,
+    model: Model = None,
+    steps: Annotated[int, typer.Option(help="DDIM steps per clip.")] = ExtendOptions.steps,
+    seed: Seed = ExtendOptions.seed,
+    negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = ExtendOptions.negative_prompt,
+    guidance_scale: Annotated[float, typer.Option(help="CFG scale.")] = ExtendOptions.guidance_scale,
+    eta: Annotated[float, typer.Option(help="DDIM eta.")] = ExtendOptions.eta,
+    prompt_frames: Annotated[
+        int,
+        typer.Option(
+            help="M: frames of the previous clip reused as prompt.", rich_help_panel="Reuse-and-Diffuse"
+        ),
+    ] = ExtendOptions.prompt_frames,
+    noise_recycle: Annotated[
+        float,
+        typer.Option(help="α: past-dependent noise sampling strength.", rich_help_panel="Reuse-and-Diffuse"),
+    ] = ExtendOptions.noise_recycle,
+    staged_guidance: Annotated[
+        float, typer.Option(help="β: denoising with staged guidance.", rich_help_panel="Reuse-and-Diffuse")
+    ] = ExtendOptions.staged_guidance,
+    keep_prompt_frames: Annotated[
+        bool,
+        typer.Option(
+            help="Keep re-rendered prompt frames (official K·N layout).", rich_help_panel="Reuse-and-Diffuse"
+        ),
+    ] = False,
+    clip_frames: Annotated[
+        int | None,
+        typer.Option(help="N: frames per clip (default: the model's).", rich_help_panel="Reuse-and-Diffuse"),
+    ] = None,
+    height: Annotated[int | None, typer.Option(help="Frame height.")] = None,
+    width: Annotated[int | None, typer.Option(help="Frame width.")] = None,
+    fps: Annotated[float, typer.Option(help="Output fps.")] = ExtendOptions.fps,
+    init: Annotated[
+        Path | None, typer.Option(help="Extend this video instead of starting from noise.")
+    ] = None,
+    image: Annotated[Path | None, typer.Option(help="Conditioning image (animate models).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoints.")] = False,
+    device: Device = ExtendOptions.device,
+    dtype: Dtype = ExtendOptions.dtype,
+    attention: Attention = ExtendOptions.attention,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json: Json = False,
+):
+    """Generate a long video clip by clip (Reuse-and-Diffuse)."""
+    from vidforge import extend as api
+
+    options = _validated(
+        ExtendOptions(
+            prompt=prompt, frames=frames, model=model, steps=steps, seed=seed, negative_prompt=negative_prompt,
+            guidance_scale=guidance_scale, eta=eta, prompt_frames=prompt_frames, noise_recycle=noise_recycle,
+            staged_guidance=staged_guidance, keep_prompt_frames=keep_prompt_frames, clip_frames=clip_frames,
+            height=height, width=width, fps=fps, init=str(init) if init else None,
+            image=str(image) if image else None, resume=resume, device=device, dtype=dtype, attention=attention,
+        )
+    )  # fmt: skip
+    output = _prepare_output(output, Path("extended.mp4"), overwrite=overwrite or resume)
+    with _bars(quiet, json) as bars:
+        result = api.run(options, output=output, bars=bars)
+    _report(result, json, quiet)
+
+
+@app.command(
+    epilog="Examples:\n\n  vidforge evaluate out.mp4 --source clip.mp4 --metric warp-error\n\n"
+    "  vidforge evaluate outputs/ --json > scores.json\n\n"
+    f"Metrics: {', '.join(METRICS)}. Default: the weight-free set ({', '.join(WEIGHT_FREE_METRICS)})."
+)
+@handle_errors
+def evaluate(
+    videos: Annotated[
+        list[Path], typer.Argument(help="Videos, folders of videos, or .txt lists.", show_default=False)
+    ],
+    source: Annotated[
+        Path | None, typer.Option(help="Source video (flow for warp-error; clip-content; fvd reference set).")
+    ] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt for clip-text.")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="Metric to compute (repeatable).")
+    ] = None,
+    flow: Annotated[
+        str, typer.Option(help="dis (OpenCV, no weights) or raft (torchvision RAFT-large).")
+    ] = EvaluateOptions.flow,
+    max_frames: Annotated[int | None, typer.Option(help="Only the first N frames.")] = None,
+    resize: Resize = None,
+    clip_model: Annotated[
+        str, typer.Option(help="open_clip MODEL/PRETRAINED for CLIP metrics.")
+    ] = EvaluateOptions.clip_model,
+    warp_variant: Annotated[
+        str, typer.Option(help="lai (MSE) or dvp (L1, short + long term).")
+    ] = EvaluateOptions.warp_variant,
+    clip_frame_variant: Annotated[
+        str, typer.Option(help="consecutive or all-pairs.")
+    ] = EvaluateOptions.clip_frame_variant,
+    json: Json = False,
+    csv: Annotated[Path | None, typer.Option(help="Also write the scores to this CSV file.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Draw per-frame curves to this PNG.")] = None,
+    device: Device = EvaluateOptions.device,
+    seed: Seed = EvaluateOptions.seed,
+    quiet: Quiet = False,
+):
+    """Score videos: warp error, flicker, motion, repetition, CLIP metrics, PIC, FVD."""
+    from vidforge import evaluate as api
+    from vidforge.core.options import parse_size
+
+    options = _validated(
+        EvaluateOptions(
+            metrics=tuple(metric) if metric else WEIGHT_FREE_METRICS, source=str(source) if source else None,
+            prompt=prompt, flow=flow, max_frames=max_frames, resize=parse_size(resize), clip_model=clip_model,
+            warp_variant=warp_variant, clip_frame_variant=clip_frame_variant, device=device, seed=seed,
+        )
+    )  # fmt: skip
+    with _bars(quiet, json) as bars:
+        report = api.run([str(v) for v in videos], options, bars=bars)
+    api.write_report(report, as_json=json, csv=csv, plot=plot, quiet=quiet)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"vidforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+):
+    """vidforge: stylize, animate, extend and evaluate videos with diffusion models."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors become one line on stderr and exit code 2."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except click_exceptions.UsageError as e:
+        typer.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click_exceptions.Abort:
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click_exceptions.ClickException as e:
+        typer.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

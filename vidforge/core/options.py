@@ -1,0 +1,73 @@
+"""Options every generating command shares, and the result every command returns."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidforge.errors import OptionError
+
+ATTENTION_BACKENDS = ("auto", "xformers", "sdpa")
+DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Model, sampling length, seed and hardware. Subclasses add the method's own knobs."""
+
+    model: str | None = None  # preset, hub id or local path; None: the command's default preset
+    steps: int = 30
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    attention: str = "auto"
+
+    def validate(self) -> None:
+        check(self.steps >= 1, f"--steps must be at least 1 (got {self.steps})")
+        check(
+            self.attention in ATTENTION_BACKENDS,
+            f"--attention must be one of {', '.join(ATTENTION_BACKENDS)}",
+        )
+        check(self.dtype in DTYPE_NAMES, f"--dtype must be one of {', '.join(DTYPE_NAMES)}")
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise OptionError(message)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"512x320"`` -> ``(512, 320)`` (width, height)."""
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise OptionError(f"--resize {text!r}: expected WIDTHxHEIGHT, e.g. 512x320") from None
+    check(w > 0 and h > 0, f"--resize {text!r}: width and height must be positive")
+    return w, h
+
+
+@dataclass
+class Result:
+    """What a command produced: the output file (or frames when no output was asked for) and timing."""
+
+    output: Path | None
+    num_frames: int
+    fps: float
+    seconds: float
+    frames: object = None  # (F, H, W, 3) uint8 numpy when run without an output path
+    info: dict = field(default_factory=dict)  # model, seed, backend, method details
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "output": str(self.output) if self.output else None,
+                "frames": self.num_frames,
+                "fps": self.fps,
+                "seconds": round(self.seconds, 3),
+                "seconds_per_frame": round(self.seconds / max(self.num_frames, 1), 4),
+                **self.info,
+            }
+        )

@@ -1,0 +1,14 @@
+"""The exceptions vidforge shows to users as one-line errors."""
+
+
+class VidforgeError(Exception):
+    """A problem the user can fix (bad input, missing weights...). The CLI prints
+    ``error: <message>`` and exits 1; messages name the parameter and the fix."""
+
+
+class OptionError(VidforgeError):
+    """An impossible option value or combination (a usage error: the CLI exits 2)."""
+
+
+class NotBuiltError(VidforgeError):
+    """A command whose pipeline is not implemented yet."""
