@@ -141,17 +141,20 @@ def _offline() -> bool:
     )
 
 
-def _missing(repo_id: str, why: str) -> VidforgeError:
+def _missing(repo_id: str, why: str, hint: str) -> VidforgeError:
     return VidforgeError(
         f"model {repo_id!r} is not in the Hugging Face cache ({hub_cache_dir()}) and {why}: "
-        f"download it on a connected machine with `hf download {repo_id}` or pass --model PATH"
+        f"download it on a connected machine with `hf download {repo_id}`{hint}"
     )
 
 
-def fetch_weights(source: ModelSource, allow_patterns: list[str] | None = None) -> Path:
+def fetch_weights(
+    source: ModelSource, allow_patterns: list[str] | None = None, hint: str = " or pass --model PATH"
+) -> Path:
     """Return a local folder (diffusers layout) or file (single checkpoint) for ``source``.
 
     Order: local path; Hugging Face cache; one quick hub check, then a normal download.
+    ``hint`` ends the error message when the weights cannot be had.
     """
     if source.path is not None:
         return source.path
@@ -179,7 +182,7 @@ def fetch_weights(source: ModelSource, allow_patterns: list[str] | None = None) 
     with contextlib.suppress(Exception):
         return download(local_only=True)
     if _offline():
-        raise _missing(preset.repo_id, "HF_HUB_OFFLINE is set")
+        raise _missing(preset.repo_id, "HF_HUB_OFFLINE is set", hint)
     try:
         from huggingface_hub import HfApi
 
@@ -188,11 +191,11 @@ def fetch_weights(source: ModelSource, allow_patterns: list[str] | None = None) 
         reason = type(e).__name__
         if "RepositoryNotFound" in reason or "404" in str(e):
             raise VidforgeError(f"model {preset.repo_id!r} does not exist on the Hugging Face hub") from e
-        raise _missing(preset.repo_id, f"the hub cannot be reached ({reason})") from e
+        raise _missing(preset.repo_id, f"the hub cannot be reached ({reason})", hint) from e
     try:
         return download(local_only=False)
     except Exception as e:
-        raise _missing(preset.repo_id, f"the download failed ({type(e).__name__})") from e
+        raise _missing(preset.repo_id, f"the download failed ({type(e).__name__})", hint) from e
 
 
 def load_state_dict(path: str | os.PathLike) -> dict:
