@@ -1,0 +1,95 @@
+"""The CLI: four commands, one-line errors with the right exit codes, no tracebacks, no half outputs.
+
+Commands are invoked in-process through ``vidforge.cli.main`` (the console entry point, so usage
+errors are formatted as in a shell) and once through a real subprocess.
+"""
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from vidforge.cli import app, main
+
+runner = CliRunner()
+
+
+def run_main(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def assert_one_line_error(err, *fragments):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_lists_the_four_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("stylize", "animate", "extend", "evaluate"):
+        assert command in result.output
+
+
+def test_version(capsys):
+    code, out, _ = run_main(["--version"], capsys)
+    assert code == 0 and out.strip() == "vidforge 0.1.0"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["stylize", "x.mp4", "--style", "ink", "--steps", "0"], "--steps must be at least 1"),
+        (["extend", "--prompt", "river", "--frames", "-5"], "--frames must be at least 1"),
+        (["evaluate", "x.mp4", "--metric", "sharpness"], "unknown metric sharpness"),
+        (["stylize", "x.mp4"], "Missing option '--style'"),
+        (["animate", "x.png", "--height", "100"], "--height must be a positive multiple of 64"),
+        (["stylize", "x.mp4", "--style", "ink", "--attention", "magic"], "--attention must be one of"),
+        (["nonsense"], "No such command"),
+    ],
+)
+def test_impossible_values_are_usage_errors(capsys, args, fragment):
+    code, out, err = run_main(args, capsys)
+    assert code == 2
+    assert out == ""
+    assert_one_line_error(err, fragment)
+
+
+def test_existing_output_needs_overwrite(capsys, tmp_path, clip_path):
+    existing = tmp_path / "out.mp4"
+    existing.write_bytes(b"keep me")
+    code, _, err = run_main(["stylize", str(clip_path), "--style", "ink", "-o", str(existing)], capsys)
+    assert code == 1
+    assert_one_line_error(err, "already exists", "--overwrite")
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_unknown_output_format(capsys, tmp_path, clip_path):
+    code, _, err = run_main(["stylize", str(clip_path), "--style", "ink", "-o", str(tmp_path / "o.avi")], capsys)
+    assert code == 1
+    assert_one_line_error(err, "unknown format '.avi'")
+
+
+def test_real_subprocess_error_has_no_traceback(tmp_path):
+    missing = tmp_path / "missing.mp4"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidforge", "stylize", str(missing), "--style", "ink", "--model", "tiny"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "does not exist", str(missing))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_real_subprocess_help():
+    proc = subprocess.run([sys.executable, "-m", "vidforge", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "evaluate" in proc.stdout
