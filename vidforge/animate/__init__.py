@@ -1,8 +1,10 @@
-"""vidforge animate (not built yet)."""
+"""vidforge animate: DynamiCrafter image animation (SPEC section 2).
 
-from vidforge.animate.options import *  # noqa: F403
-from vidforge.errors import NotBuiltError
+from vidforge import animate
+result = animate.run("photo.png", animate.AnimateOptions(prompt="waves crash"), output="waves.mp4")
+"""
 
+from vidforge.animate.options import AnimateOptions
+from vidforge.animate.pipeline import run
 
-def run(*args, **kwargs):
-    raise NotBuiltError("vidforge animate is not built yet")
+__all__ = ["AnimateOptions", "run"]

@@ -1,11 +1,16 @@
-"""DynamiCrafter options (SPEC section 2). Per-model defaults (fps, rescale...) are None here and
-filled from the model's config by the pipeline."""
+"""DynamiCrafter options (SPEC section 2). Per-model defaults (fps, rescale, size...) are None here and
+filled from the model's config (``DynamiCrafterConfig``) by the pipeline."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from vidforge.core.options import RunOptions, check
+
+# Output fps for frame-stride models (the 256 model): the authors save its videos at 8 fps.
+# fps-conditioned models (512/1024) write at their fps conditioning value.
+FRAME_STRIDE_OUTPUT_FPS = 8
+VAE_DECODE_CHUNK = 8  # frames per VAE decode call unless --decode-per-frame
 
 
 @dataclass(frozen=True)
@@ -36,3 +41,9 @@ class AnimateOptions(RunOptions):
             v = getattr(self, name)
             check(v is None or (v > 0 and v % 64 == 0), f"--{name} must be a positive multiple of 64")
         check(not (self.loop and self.end_image), "--loop and --end-image exclude each other")
+        check(self.text_scale >= 0, "--text-scale must be >= 0")
+        check(self.image_scale is None or self.image_scale >= 0, "--image-scale must be >= 0")
+        check(
+            self.guidance_rescale is None or 0 <= self.guidance_rescale <= 1,
+            "--guidance-rescale must be in [0, 1]",
+        )

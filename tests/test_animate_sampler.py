@@ -1,0 +1,282 @@
+"""DynamiCrafter sampler: schedules, guidance formulas and DDIM against hand-computed answers."""
+
+import math
+
+import pytest
+import torch
+
+from vidforge.animate.sampler import (
+    CFGDenoiser,
+    alphas_cumprod_from_betas,
+    cfg,
+    ddim_timesteps,
+    dynamic_rescale_arr,
+    make_betas,
+    make_schedule,
+    multi_cond_cfg,
+    rescale_guidance,
+    sample_ddim,
+    to_eps_and_x0,
+)
+
+SETTINGS_256 = dict(prediction_type="epsilon", zero_snr=False, timestep_spacing="leading")
+SETTINGS_512 = dict(
+    prediction_type="v_prediction", zero_snr=True, timestep_spacing="trailing", dynamic_rescale_base=0.7
+)
+
+# ---------------------------------------------------------------------------------------- schedules
+
+
+def test_leading_timesteps_match_lvdm_uniform():
+    # lvdm "uniform": range(0, 1000, 1000 // S) + 1, sampled from the largest.
+    t = ddim_timesteps(50, "leading")
+    assert t.tolist() == [981 - 20 * k for k in range(50)]
+    assert ddim_timesteps(4, "leading").tolist() == [751, 501, 251, 1]
+
+
+def test_trailing_timesteps_match_lvdm_uniform_trailing():
+    t = ddim_timesteps(50, "trailing")
+    assert t.tolist() == [999 - 20 * k for k in range(50)]
+    # Non-divisible step count: round(1000 - k·1000/S) - 1.
+    t30 = ddim_timesteps(30, "trailing").tolist()
+    assert len(t30) == 30 and t30[0] == 999
+    assert t30 == [round(1000 - k * 1000 / 30) - 1 for k in range(30)]
+    with pytest.raises(ValueError):
+        ddim_timesteps(10, "linspace-ish")
+
+
+def test_scaled_linear_betas():
+    betas = make_betas(0.00085, 0.012, 1000).double()
+    lo, hi = math.sqrt(0.00085), math.sqrt(0.012)
+    for k in (0, 1, 500, 999):
+        assert betas[k].item() == pytest.approx((lo + k / 999 * (hi - lo)) ** 2, rel=1e-5)
+
+
+def test_zero_terminal_snr():
+    plain = alphas_cumprod_from_betas(make_betas(zero_snr=False)).double()
+    zsnr = alphas_cumprod_from_betas(make_betas(zero_snr=True)).double()
+    assert zsnr[-1].item() == 0.0  # ᾱ_T = 0 exactly: pure noise at t = 999
+    assert plain[-1].item() > 1e-3  # the original schedule leaks signal (ᾱ_T ≈ 0.0047)
+    assert zsnr[0].item() == pytest.approx(plain[0].item(), rel=1e-6)  # ᾱ_0 kept
+    # Lin et al. Algorithm 1: √ᾱ is shifted and scaled: √ᾱ' = (√ᾱ - √ᾱ_T)·√ᾱ_0 / (√ᾱ_0 - √ᾱ_T).
+    s, s0, sT = plain.sqrt(), plain[0].sqrt(), plain[-1].sqrt()
+    expected = ((s - sT) * s0 / (s0 - sT)) ** 2
+    torch.testing.assert_close(zsnr, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_schedule_alphas_prev_and_sigmas():
+    sched = make_schedule(4, **SETTINGS_256)
+    abar = alphas_cumprod_from_betas(make_betas())
+    assert sched.timesteps.tolist() == [751, 501, 251, 1]
+    torch.testing.assert_close(sched.alphas_cumprod, abar[[751, 501, 251, 1]])
+    # Next timestep's ᾱ; after the last step ᾱ_0 (not 1), as lvdm's DDIM does.
+    torch.testing.assert_close(sched.alphas_cumprod_prev, abar[[501, 251, 1, 0]])
+    a, ap = abar[751].item(), abar[501].item()
+    sigma = math.sqrt((1 - ap) / (1 - a) * (1 - a / ap))
+    assert sched.sigmas(1.0)[0].item() == pytest.approx(sigma, rel=1e-5)
+    assert sched.sigmas(0.5)[0].item() == pytest.approx(0.5 * sigma, rel=1e-5)
+    assert torch.all(sched.sigmas(0.0) == 0)
+    assert torch.all(sched.x0_rescale == 1)  # no dynamic rescale for the 256 model
+
+
+def test_dynamic_rescale_arr():
+    arr = dynamic_rescale_arr(0.7).double()
+    assert arr.shape == (1400,)  # cat(linspace(1, base, 400), full(1000, base))
+    assert arr[0].item() == 1.0 and arr[399].item() == pytest.approx(0.7)
+    assert arr[100].item() == pytest.approx(1 - 0.3 * 100 / 399, rel=1e-6)
+    assert torch.allclose(arr[400:], torch.full((1000,), 0.7, dtype=torch.float64))
+
+
+def test_dynamic_rescale_ratio():
+    sched = make_schedule(50, **SETTINGS_512)
+    ts = sched.timesteps.tolist()
+
+    def scale(t):  # hand formula of scale_arr[t] for t < 1000, base 0.7
+        return 1 - 0.3 * t / 399 if t < 400 else 0.7
+
+    i = ts.index(399)  # 399 -> 379: ratio scale(379) / scale(399)
+    assert sched.x0_rescale[i].item() == pytest.approx(scale(379) / 0.7, rel=1e-5)
+    assert sched.x0_rescale[ts.index(39)].item() == pytest.approx(scale(19) / scale(39), rel=1e-5)
+    assert sched.x0_rescale[0].item() == 1.0  # 999 -> 979: flat part of the array
+    assert sched.x0_rescale[-1].item() == 1.0  # the last step keeps its own scale
+    assert sched.x0_rescale.max().item() > 1.0  # x0 grows back toward scale 1 during the ramp
+    assert sched.alphas_cumprod[0].item() == 0.0  # trailing + zero SNR start at pure noise
+
+
+# ----------------------------------------------------------------------------------------- guidance
+
+
+def test_cfg_formulas_by_hand():
+    e_u, e_img, e_c = torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([4.0])
+    assert cfg(e_u, e_c, 7.5).item() == pytest.approx(1 + 7.5 * 3)
+    # e_u + s_img(e_img - e_u) + s_txt(e_c - e_img) = 1 + 2·2 + 5·1
+    assert multi_cond_cfg(e_u, e_img, e_c, text_scale=5.0, image_scale=2.0).item() == pytest.approx(10.0)
+
+
+def test_multi_cond_cfg_reduces_to_cfg_when_scales_equal():
+    g = torch.Generator().manual_seed(0)
+    e_u, e_img, e_c = (torch.randn(2, 4, 3, 5, 5, generator=g) for _ in range(3))
+    for s in (1.0, 3.0, 7.5):
+        torch.testing.assert_close(multi_cond_cfg(e_u, e_img, e_c, s, s), cfg(e_u, e_c, s))
+    # ...and not otherwise.
+    assert not torch.allclose(multi_cond_cfg(e_u, e_img, e_c, 7.5, 1.0), cfg(e_u, e_c, 7.5))
+
+
+def test_guidance_rescale_by_hand():
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randn(2, 4, 3, 4, 4, generator=g)
+    guided = torch.stack([3 * cond[0] + 1, 0.5 * cond[1]])  # std ratio 3 and 0.5 per sample
+    out = rescale_guidance(guided, cond, 0.7)
+    expected = torch.stack([0.7 * guided[0] / 3 + 0.3 * guided[0], 0.7 * guided[1] / 0.5 + 0.3 * guided[1]])
+    torch.testing.assert_close(out, expected)
+    assert rescale_guidance(guided, cond, 0.0) is guided
+    full = rescale_guidance(guided, cond, 1.0)
+    torch.testing.assert_close(full.flatten(1).std(1), cond.flatten(1).std(1))
+
+
+# ------------------------------------------------------------------------------------------ sampler
+
+
+def test_v_prediction_conversion_round_trip():
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    a = torch.tensor(0.3)
+    x = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    v = a.sqrt() * eps - (1 - a).sqrt() * x0
+    eps_v, x0_v = to_eps_and_x0(x, v, a, "v_prediction")
+    eps_e, x0_e = to_eps_and_x0(x, eps, a, "epsilon")
+    for got in (eps_v, eps_e):
+        torch.testing.assert_close(got, eps)
+    for got in (x0_v, x0_e):
+        torch.testing.assert_close(got, x0)
+
+
+def _trajectory(x0, eps, abar, scale=None):
+    """Oracle denoisers that know x0 and ε: x_t = √ᾱ_t·s_t·x0 + √(1-ᾱ_t)·ε."""
+
+    def s(t):
+        return 1.0 if scale is None else scale[t].item()
+
+    def eps_oracle(x, t):
+        return eps.expand_as(x)
+
+    def v_oracle(x, t):
+        a = abar[t[0]]
+        return a.sqrt() * eps - (1 - a).sqrt() * s(t[0]) * x0
+
+    return eps_oracle, v_oracle
+
+
+def test_ddim_eta0_with_exact_noise_recovers_x0():
+    g = torch.Generator().manual_seed(2)
+    x0, eps = torch.randn(1, 4, 3, 4, 4, generator=g), torch.randn(1, 4, 3, 4, 4, generator=g)
+    abar = alphas_cumprod_from_betas(make_betas())
+    sched = make_schedule(5, **SETTINGS_256)
+    eps_oracle, _ = _trajectory(x0, eps, abar)
+    a_T = sched.alphas_cumprod[0]
+    x_T = a_T.sqrt() * x0 + (1 - a_T).sqrt() * eps
+    seen = []
+    out = sample_ddim(eps_oracle, x_T, sched, eta=0.0, callback=seen.append)
+    # Every step lands on the deterministic trajectory; the last lands at ᾱ_0.
+    for record, a_prev in zip(seen, sched.alphas_cumprod_prev, strict=True):
+        torch.testing.assert_close(record["denoised"], x0, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(record["x"], a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps)
+    assert [r["t"] for r in seen] == sched.timesteps.tolist()
+    a0 = abar[0]
+    torch.testing.assert_close(out, a0.sqrt() * x0 + (1 - a0).sqrt() * eps)
+
+
+def test_ddim_v_prediction_zero_snr_with_dynamic_rescale_follows_scaled_trajectory():
+    # The net is trained on x0·scale_arr[t]; an oracle for that target must stay on
+    # x_t = √ᾱ_t·s_t·x0 + √(1-ᾱ_t)·ε only if DDIM rescales x0 by s_prev/s_t each step.
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(1, 4, 2, 4, 4, generator=g), torch.randn(1, 4, 2, 4, 4, generator=g)
+    abar = alphas_cumprod_from_betas(make_betas(zero_snr=True))
+    scale = dynamic_rescale_arr(0.7)
+    sched = make_schedule(25, **SETTINGS_512)
+    _, v_oracle = _trajectory(x0, eps, abar, scale)
+    seen = []
+    out = sample_ddim(v_oracle, eps.clone(), sched, eta=0.0, callback=seen.append)  # ᾱ_999 = 0: x_T = ε
+    ts = sched.timesteps.tolist()
+    for i, record in enumerate(seen):
+        s_next = scale[ts[i + 1]] if i + 1 < len(ts) else scale[ts[-1]]
+        torch.testing.assert_close(record["denoised"], s_next * x0, rtol=1e-4, atol=1e-4)
+    a0, s_last = abar[0], scale[ts[-1]]
+    torch.testing.assert_close(out, a0.sqrt() * s_last * x0 + (1 - a0).sqrt() * eps, rtol=1e-4, atol=1e-4)
+    # Without the rescale the same oracle drifts off the trajectory.
+    plain = make_schedule(25, **{**SETTINGS_512, "dynamic_rescale_base": None})
+    drifted = sample_ddim(v_oracle, eps.clone(), plain, eta=0.0)
+    assert (drifted - out).abs().max() > 1e-2
+
+
+def test_ddim_eta1_noise_is_seeded():
+    def denoiser(x, t):
+        return 0.1 * x
+
+    sched = make_schedule(3, **SETTINGS_256)
+    x = torch.ones(1, 4, 2, 4, 4)
+    runs = [
+        sample_ddim(denoiser, x, sched, eta=1.0, generator=torch.Generator().manual_seed(s))
+        for s in (7, 7, 8)
+    ]
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.allclose(runs[0], runs[2])
+    with pytest.raises(ValueError):
+        sample_ddim(denoiser, x, sched, eta=1.0)
+    # eta = 0 needs no generator and draws no noise.
+    torch.testing.assert_close(
+        sample_ddim(denoiser, x, sched, eta=0.0), sample_ddim(denoiser, x, sched, eta=0.0)
+    )
+
+
+# ---------------------------------------------------------------------------------------- denoisers
+
+
+class CountingModel:
+    """A denoiser whose output depends on the noisy latent, the concat stream, t, context and fps."""
+
+    def __init__(self):
+        self.batches = []
+
+    def denoise(self, x, t, context, fps):
+        self.batches.append((x.shape[0], x.shape[1], fps.tolist()))
+        c = context.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
+        return x[:, :4] * c + 0.5 * x[:, 4:] + t.view(-1, 1, 1, 1, 1) / 1000 + fps.view(-1, 1, 1, 1, 1) / 100
+
+
+@pytest.mark.parametrize(
+    ("text_scale", "image_scale", "rescale", "branches"),
+    [(7.5, None, 0.0, 2), (7.5, 2.0, 0.7, 3), (1.0, None, 0.0, 1)],
+)
+def test_cfg_denoiser_one_batched_call_matches_formula(text_scale, image_scale, rescale, branches):
+    g = torch.Generator().manual_seed(4)
+    contexts = {k: torch.randn(1, 6, 8, generator=g) + i for i, k in enumerate(("u", "img", "c"))}
+    image_latents = torch.randn(1, 4, 3, 4, 4, generator=g)
+    fps = torch.tensor([24])
+    model = CountingModel()
+    den = CFGDenoiser(
+        model,
+        contexts,
+        image_latents,
+        fps,
+        text_scale=text_scale,
+        image_scale=image_scale,
+        guidance_rescale=rescale,
+    )
+    x, t = torch.randn(1, 4, 3, 4, 4, generator=g), torch.tensor([500])
+    out = den(x, t)
+    assert model.batches == [(branches, 8, [24] * branches)]  # ONE call, all branches batched
+
+    def single(name):  # each branch alone, concat stream never dropped
+        return model.denoise(torch.cat([x, image_latents], 1), t, contexts[name], fps)
+
+    if branches == 1:
+        expected = single("c")
+    elif image_scale is None:
+        expected = single("u") + text_scale * (single("c") - single("u"))
+    else:
+        e_u, e_img, e_c = single("u"), single("img"), single("c")
+        guided = e_u + image_scale * (e_img - e_u) + text_scale * (e_c - e_img)
+        std_c, std_g = e_c.std(), guided.std()
+        expected = rescale * guided * std_c / std_g + (1 - rescale) * guided
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
