@@ -1,8 +1,6 @@
-"""vidforge stylize (not built yet)."""
+"""vidforge stylize: Style-A-Video, zero-shot text-driven video stylization (SPEC section 1)."""
 
-from vidforge.errors import NotBuiltError
-from vidforge.stylize.options import *  # noqa: F403
+from vidforge.stylize.options import StylizeOptions
+from vidforge.stylize.pipeline import StylizePipeline, run
 
-
-def run(*args, **kwargs):
-    raise NotBuiltError("vidforge stylize is not built yet")
+__all__ = ["StylizeOptions", "StylizePipeline", "run"]

@@ -7,38 +7,48 @@ from dataclasses import dataclass
 from vidforge.core.options import RunOptions, check
 
 TEXT_BRANCHES = ("paper", "image")
-SCHEDULERS = ("ddim", "euler", "euler-a", "dpm-solver")
+# Only samplers whose step reads (z_t, eps_t) alone: latent fusion rewrites eps and the CLIP step
+# shifts z_t between steps, which would silently invalidate a multistep solver's history.
+SCHEDULERS = ("ddim", "euler", "euler-a")
+MULTISTEP_SCHEDULERS = ("dpm-solver", "dpm-solver++", "unipc", "lms", "pndm", "heun")
 
 
 @dataclass(frozen=True)
 class StylizeOptions(RunOptions):
     style: str = ""  # the style prompt, e.g. "ink wash painting"
-    steps: int = 30
+    steps: int = 30  # DDIM 30 steps (paper)
     # four-branch guidance: eps∅ + sI(epsI-eps∅) + sT(epsT-eps∅) + sM(epsM-eps∅)
-    image_scale: float = 1.5  # sI
-    text_scale: float = 7.5  # sT
-    attn_scale: float = 0.5  # sM
+    image_scale: float = 1.5  # sI: low end of SPEC's 1.5-2.5 sweep, InstructPix2Pix's own default
+    text_scale: float = 7.5  # sT: top of SPEC's 5-7.5 sweep, the CFG value SD1.5 was tuned at
+    attn_scale: float = 0.5  # sM: low end of SPEC's 0.5-1; larger values pull harder towards the input
     text_branch: str = "paper"  # "paper": eps(z, ∅, c_T); "image": eps(z, c_I, c_T) as InstructPix2Pix
     scheduler: str = "ddim"
-    # CLIP sampling optimization: z_t - λ·g/‖g‖·‖z_t‖ on the first `clip_steps` steps; λ = 0 disables
+    # CLIP sampling optimization: z_t - λ·g/‖g‖·‖z_t‖ on the first `clip_steps` steps.
+    # Off by default (λ = 0): it needs a second model download and a VAE-decoder backward per step.
     clip_guidance: float = 0.0
     clip_steps: int = 5
-    clip_model: str = "ViT-B-32/openai"
+    clip_model: str = "ViT-B-32/openai"  # open_clip MODEL/PRETRAINED; "tiny" presets use a tiny CLIP
     # temporal consistency
-    fuse_window: tuple[float, float] = (0.0, 0.5)  # fraction of the schedule with latent x0 fusion
+    fuse_window: tuple[float, float] = (0.0, 0.5)  # first half of the schedule: where layout is decided
     fuse_strength: float = 0.5
     deflicker: float = 0.5  # pixel fusion strength after decoding; 0 = off
     flow: str = "dis"
     # frames and sizes
-    batch_frames: int = 8
+    batch_frames: int = 8  # 8 frames x 4 branches = UNet batch 32
     max_frames: int | None = None
-    resize: tuple[int, int] | None = None  # (width, height), rounded to multiples of 8
+    resize: tuple[int, int] | None = None  # (width, height); processed at multiples of 8
     vae_tiling: bool = False
 
     def validate(self) -> None:
         super().validate()
-        check(bool(self.style.strip()), "--style must not be empty")
+        check(bool(self.style.strip()), "--style must not be empty (give a style prompt, e.g. 'ink wash')")
         check(self.text_branch in TEXT_BRANCHES, f"--text-branch must be one of {', '.join(TEXT_BRANCHES)}")
+        if self.scheduler in MULTISTEP_SCHEDULERS:
+            check(
+                False,
+                f"--scheduler {self.scheduler}: multistep solvers keep a history that latent fusion and the "
+                f"CLIP step invalidate; use one of {', '.join(SCHEDULERS)}",
+            )
         check(self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}")
         check(self.clip_guidance >= 0, "--clip-guidance must be >= 0")
         check(self.clip_steps >= 0, "--clip-steps must be >= 0")
@@ -48,5 +58,10 @@ class StylizeOptions(RunOptions):
         )
         check(0 <= self.fuse_strength <= 1, "--fuse-strength must be in [0, 1]")
         check(0 <= self.deflicker <= 1, "--deflicker must be in [0, 1]")
+        check(self.flow == "dis", "--flow must be dis (OpenCV DIS, no weights)")
         check(self.batch_frames >= 1, "--batch-frames must be at least 1")
         check(self.max_frames is None or self.max_frames >= 1, "--max-frames must be at least 1")
+        check(
+            self.resize is None or min(self.resize) >= 8,
+            "--resize must be at least 8x8 (the VAE works on 8x8 pixel blocks)",
+        )

@@ -1,0 +1,156 @@
+"""InstructPix2Pix components for ``stylize``: the real model (diffusers layout, from the Hugging Face
+cache or a local folder) and the ``tiny`` preset (same classes, small config, seeded random weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vidforge.core.models import ModelSource, fetch_weights, resolve_model, seeded
+from vidforge.errors import VidforgeError
+
+# diffusers-layout files an InstructPix2Pix pipeline needs (safetensors only: no pickles)
+ALLOW_PATTERNS = [
+    "model_index.json",
+    "scheduler/*.json",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+]
+SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+# Stable Diffusion 1.x training schedule (InstructPix2Pix keeps it)
+SD_SCHEDULE = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+)
+
+
+@dataclass
+class Components:
+    unet: torch.nn.Module  # UNet2DConditionModel, in_channels = 8 (4 noisy + 4 image latent)
+    vae: torch.nn.Module  # AutoencoderKL
+    text_encoder: torch.nn.Module  # transformers CLIPTextModel
+    tokenizer: object  # CLIPTokenizer or OpenClipTokenizer
+    scheduler_config: dict
+    name: str
+    is_tiny: bool = False
+
+
+def build_tiny(seed: int = 0) -> Components:
+    """Small InstructPix2Pix-shaped models (~1M parameters): plumbing only, output is noise."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from vidforge.core.text import OpenClipTokenizer
+
+    with seeded(seed):
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=8,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=16,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 16, 16),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=64,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+            )
+        )
+    return Components(
+        unet.eval(), vae.eval(), text_encoder.eval(), OpenClipTokenizer(), dict(SD_SCHEDULE), "tiny", True
+    )
+
+
+def load_components(model: str | None, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Components:
+    """Resolve ``--model`` (preset, hub id or diffusers folder) and load every component on ``device``."""
+    source = resolve_model(model, "stylize")
+    parts = build_tiny(seed) if source.is_tiny else load_pretrained(source, dtype)
+    for module in (parts.unet, parts.vae, parts.text_encoder):
+        module.to(device).requires_grad_(False)
+        if next(module.parameters()).dtype != dtype:  # pretrained parts are loaded in dtype already
+            module.to(dtype)
+    return parts
+
+
+def load_pretrained(source: ModelSource, dtype: torch.dtype) -> Components:
+    """``from_pretrained`` on a diffusers InstructPix2Pix folder (cached, downloaded, or local)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = Path(fetch_weights(source, allow_patterns=ALLOW_PATTERNS))
+    if not folder.is_dir():
+        raise VidforgeError(
+            f"--model {source.name}: expected a diffusers InstructPix2Pix folder (unet/, vae/, text_encoder/, "
+            "tokenizer/, scheduler/), got a single file"
+        )
+    missing = [sub for sub in SUBFOLDERS if not (folder / sub).is_dir()]
+    if missing:
+        raise VidforgeError(
+            f"--model {source.name}: {folder} is not a diffusers InstructPix2Pix folder (missing {', '.join(missing)}/)"
+        )
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+        from diffusers import DDIMScheduler
+
+        scheduler_config = dict(DDIMScheduler.load_config(folder, subfolder="scheduler"))
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VidforgeError(
+            f"--model {source.name}: cannot load the diffusers folder {folder}: {first}"
+        ) from e
+    if unet.config.in_channels != 8:
+        raise VidforgeError(
+            f"--model {source.name}: the UNet has {unet.config.in_channels} input channels; an InstructPix2Pix "
+            "UNet has 8 (4 noisy + 4 image latent)"
+        )
+    return Components(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, scheduler_config, source.name)
+
+
+def make_scheduler(name: str, config: dict):
+    """A fresh diffusers scheduler by vidforge name (``ddim``, ``euler``, ``euler-a``)."""
+    from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+
+    classes = {
+        "ddim": DDIMScheduler,
+        "euler": EulerDiscreteScheduler,
+        "euler-a": EulerAncestralDiscreteScheduler,
+    }
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    return classes[name].from_config(config)

@@ -1,0 +1,106 @@
+"""Temporal consistency of Style-A-Video (SPEC 1), training-free.
+
+Optical flow is computed once on the INPUT video (:mod:`vidforge.core.flow`, shared with
+``evaluate``). For frame t, ``flow[t]`` maps frame t's pixels into frame t-1 (``w_{t→t-1}``), so
+``warp(out_{t-1}, flow[t])`` aligns the previous output onto frame t; ``valid[t]`` is 1 where the
+forward-backward test says the pixel is visible in both frames.
+
+1. Latent fusion (during a window of denoising steps): ``x0_t ← x0_t + s·V·(warp(x0_{t-1}) - x0_t)``
+   with the flow and validity downsampled ×8 to the latent grid.
+2. Pixel fusion (after decoding): ``out_t ← out_t + d·V·(warp(out_{t-1}) - out_t)``, i.e.
+   ``M·warp(out_{t-1}) + (1-M)·out_t`` with ``M = d·V``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidforge.core.flow import occlusion_mask, video_flows, warp
+
+LATENT_FACTOR = 8  # VAE downsampling
+
+
+@dataclass
+class FrameFlows:
+    """Per-frame backward flow ``(F, H, W, 2)`` (frame t -> t-1; frame 0 is zeros) and validity
+    ``(F, H, W)`` float in {0, 1} (frame 0 is all zeros: nothing to fuse with)."""
+
+    flow: np.ndarray
+    valid: np.ndarray
+
+    def latent(self, index: int, latent_size: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow ``(h, w, 2)`` in latent pixels and validity ``(1, h, w)`` for frame ``index``."""
+        flow = downsample_flow(torch.from_numpy(self.flow[index]), latent_size)
+        valid = torch.from_numpy(self.valid[index])[None, None]
+        valid = F.interpolate(valid, size=latent_size, mode="area")[0]
+        return flow.to(device), valid.to(device)
+
+
+def input_flows(frames: np.ndarray, method: str = "dis", progress=None) -> FrameFlows:
+    """Flows and occlusion for ``(F, H, W, 3)`` uint8 input frames (see module docstring)."""
+    forward, backward = video_flows(frames, method, progress)
+    num, height, width = frames.shape[:3]
+    flow = np.zeros((num, height, width, 2), np.float32)
+    valid = np.zeros((num, height, width), np.float32)
+    for t in range(1, num):
+        flow[t] = backward[t - 1]  # frame t -> frame t-1
+        valid[t] = ~occlusion_mask(backward[t - 1], forward[t - 1])
+    return FrameFlows(flow, valid)
+
+
+def downsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pixel flow ``(H, W, 2)`` -> latent flow ``(h, w, 2)``: area-averaged, vectors scaled by the
+    actual size ratio per axis (1/8 for a VAE)."""
+    height, width = flow.shape[:2]
+    small = F.interpolate(flow.permute(2, 0, 1)[None].float(), size=size, mode="area")[0].permute(1, 2, 0)
+    scale = torch.tensor([size[1] / width, size[0] / height], dtype=small.dtype)
+    return small * scale
+
+
+def warp_tensor(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward warp ``out(x) = image(x + flow(x))`` of ``(C, h, w)`` by ``(h, w, 2)`` pixel flow,
+    bilinear, border replicated (the torch twin of :func:`vidforge.core.flow.warp`)."""
+    _, h, w = image.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=flow.device, dtype=torch.float32),
+        torch.arange(w, device=flow.device, dtype=torch.float32),
+        indexing="ij",
+    )
+    x = xs + flow[..., 0].float()
+    y = ys + flow[..., 1].float()
+    # align_corners=True: -1 and 1 are the centres of the corner pixels
+    grid = torch.stack([2 * x / max(w - 1, 1) - 1, 2 * y / max(h - 1, 1) - 1], dim=-1)[None]
+    out = F.grid_sample(image[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out[0].to(image.dtype)
+
+
+def fuse_latent(
+    x0: torch.Tensor, x0_prev: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor, strength: float
+) -> torch.Tensor:
+    """Latent fusion of one frame: ``x0 + strength·V·(warp(x0_prev, flow) - x0)``.
+
+    ``x0``, ``x0_prev`` ``(C, h, w)``; ``flow`` ``(h, w, 2)`` latent pixels; ``valid`` ``(1, h, w)``.
+    """
+    weight = (strength * valid).to(x0.dtype)
+    return x0 + weight * (warp_tensor(x0_prev, flow) - x0)
+
+
+def fuse_pixels(out: np.ndarray, out_prev: np.ndarray, flow: np.ndarray, valid: np.ndarray, strength: float):
+    """Pixel fusion of one decoded frame: ``out + strength·V·(warp(out_prev, flow) - out)``.
+
+    ``out``, ``out_prev`` ``(H, W, 3)`` uint8; ``flow`` ``(H, W, 2)``; ``valid`` ``(H, W)``. Returns uint8.
+    """
+    warped = warp(out_prev.astype(np.float32), flow)
+    weight = (strength * valid)[..., None]
+    fused = out.astype(np.float32) + weight * (warped - out.astype(np.float32))
+    return np.clip(np.rint(fused), 0, 255).astype(np.uint8)
+
+
+def fuse_window_steps(num_steps: int, window: tuple[float, float]) -> range:
+    """Step indices ``i`` with ``start ≤ i / num_steps < end`` (``0:0.5`` of 30 steps -> 0..14)."""
+    start, end = window
+    return range(int(np.ceil(start * num_steps - 1e-9)), int(np.ceil(end * num_steps - 1e-9)))
