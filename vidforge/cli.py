@@ -162,8 +162,15 @@ def stylize(
     clip_steps: Annotated[
         int, typer.Option(help="Apply CLIP optimization on the first N steps.", rich_help_panel="Guidance")
     ] = StylizeOptions.clip_steps,
+    clip_model: Annotated[
+        str,
+        typer.Option(
+            help="open_clip MODEL/PRETRAINED for the CLIP loss (loaded only when λ > 0).",
+            rich_help_panel="Guidance",
+        ),
+    ] = StylizeOptions.clip_model,
     scheduler: Annotated[
-        str, typer.Option(help="ddim, euler, euler-a, dpm-solver.")
+        str, typer.Option(help="ddim, euler or euler-a (samplers whose step needs no history).")
     ] = StylizeOptions.scheduler,
     fuse_window: Annotated[
         str,
@@ -200,7 +207,7 @@ def stylize(
         StylizeOptions(
             style=style, model=model, steps=steps, seed=seed, image_scale=image_scale, text_scale=text_scale,
             attn_scale=attn_scale, text_branch=text_branch, clip_guidance=clip_guidance, clip_steps=clip_steps,
-            scheduler=scheduler, fuse_window=(lo, hi), fuse_strength=fuse_strength, deflicker=deflicker,
+            clip_model=clip_model, scheduler=scheduler, fuse_window=(lo, hi), fuse_strength=fuse_strength, deflicker=deflicker,
             batch_frames=batch_frames, max_frames=max_frames, resize=parse_size(resize), device=device,
             dtype=dtype, attention=attention,
         )
@@ -311,9 +318,10 @@ def extend(
     ] = None,
     height: Annotated[int | None, typer.Option(help="Frame height.")] = None,
     width: Annotated[int | None, typer.Option(help="Frame width.")] = None,
-    fps: Annotated[float, typer.Option(help="Output fps.")] = ExtendOptions.fps,
+    fps: Annotated[float | None, typer.Option(help="Output fps (default: the --init video's, else 8).")] = None,
     init: Annotated[
-        Path | None, typer.Option(help="Extend this video instead of starting from noise.")
+        Path | None,
+        typer.Option(help="Extend this video (DDIM-inverted); --frames counts it too.", rich_help_panel="Reuse-and-Diffuse"),
     ] = None,
     image: Annotated[Path | None, typer.Option(help="Conditioning image (animate models).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoints.")] = False,
@@ -337,8 +345,13 @@ def extend(
         )
     )  # fmt: skip
     output = _prepare_output(output, Path("extended.mp4"), overwrite=overwrite or resume)
-    with _bars(quiet, json) as bars:
-        result = api.run(options, output=output, bars=bars)
+    try:
+        with _bars(quiet, json) as bars:
+            result = api.run(options, output=output, bars=bars)
+    except KeyboardInterrupt as e:  # the partial video and checkpoint are kept: say where
+        if str(e):
+            typer.echo(str(e), err=True)
+        raise
     _report(result, json, quiet)
 
 
