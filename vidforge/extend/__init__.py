@@ -1,8 +1,36 @@
-"""vidforge extend (not built yet)."""
+"""vidforge extend: long videos clip by clip with Reuse and Diffuse (Gu et al. 2023).
 
-from vidforge.errors import NotBuiltError
-from vidforge.extend.options import *  # noqa: F403
+Public API: :func:`run` (the command), the model-agnostic sampler
+:func:`sample_reuse_and_diffuse` and the three strategies as pure functions.
+"""
 
+from vidforge.extend.options import ExtendOptions
+from vidforge.extend.pipeline import ClipPlan, run
+from vidforge.extend.reuse import (
+    frame_noise_reversion,
+    past_dependent_noise_sampling,
+    staged_guidance_schedule,
+    staged_guidance_steps,
+)
+from vidforge.extend.sampler import (
+    ReuseState,
+    classifier_free_guidance,
+    ddim_inversion,
+    sample_clip,
+    sample_reuse_and_diffuse,
+)
 
-def run(*args, **kwargs):
-    raise NotBuiltError("vidforge extend is not built yet")
+__all__ = [
+    "ClipPlan",
+    "ExtendOptions",
+    "ReuseState",
+    "classifier_free_guidance",
+    "ddim_inversion",
+    "frame_noise_reversion",
+    "past_dependent_noise_sampling",
+    "run",
+    "sample_clip",
+    "sample_reuse_and_diffuse",
+    "staged_guidance_schedule",
+    "staged_guidance_steps",
+]

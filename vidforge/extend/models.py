@@ -1,0 +1,190 @@
+"""Text-to-video models for ``extend``: the ``tiny`` preset and diffusers ``UNet3DConditionModel``
+checkpoints (ModelScope, zeroscope), each wrapped as a denoiser ``eps(z_t, t, cond)``.
+
+Real models load with ``from_pretrained`` on the diffusers folder layout (``unet/``, ``vae/``,
+``text_encoder/``, ``tokenizer/``, ``scheduler/``) found by ``core.models.fetch_weights``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vidforge.core.models import ModelSource, fetch_weights, seeded
+from vidforge.errors import VidforgeError
+
+# Native clip length N and frame size (height, width) of each preset.
+NATIVE = {
+    "tiny": (8, 64, 64),
+    "modelscope": (16, 256, 256),
+    "zeroscope": (24, 320, 576),
+}
+DEFAULT_NATIVE_FRAMES = 16
+WEIGHT_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
+
+
+class UNet3DDenoiser:
+    """diffusers ``UNet3DConditionModel`` as ``eps(z (B, C, N, h, w), t, text (B, L, D)) -> eps``."""
+
+    def __init__(self, unet):
+        self.unet = unet
+
+    def __call__(self, z: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(z, t, encoder_hidden_states=cond).sample
+
+
+@dataclass
+class ExtendModel:
+    """Everything ``extend`` needs from a text-to-video model."""
+
+    name: str
+    denoiser: UNet3DDenoiser
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    clip_frames: int  # native N
+    height: int
+    width: int
+    is_tiny: bool = False
+    supports_image: bool = False  # animate-UNet adapters take --image
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.denoiser.unet.config.in_channels)
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Frame sizes must be multiples of this (VAE factor × UNet downsampling)."""
+        return self.vae_scale * 2 ** (len(self.denoiser.unet.config.block_out_channels) - 1)
+
+
+def ddim_scheduler_config() -> dict:
+    """The ModelScope / zeroscope DDIM schedule (SD betas), also used by ``tiny``."""
+    return dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
+def build_tiny(seed: int = 0) -> tuple:
+    """``UNet3DConditionModel`` + ``AutoencoderKL`` + ``CLIPTextModel`` with small configs and seeded
+    random weights: the real classes, noise output. Returns ``(unet, vae, text_encoder)``."""
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with seeded(seed):
+        unet = UNet3DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+            up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            norm_num_groups=8,
+            cross_attention_dim=32,
+            attention_head_dim=8,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 8, 16, 16),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=4,
+            sample_size=64,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=77,
+                projection_dim=32,
+            )
+        )
+    return unet.eval(), vae.eval(), text_encoder.eval()
+
+
+def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> ExtendModel:
+    """Build ``tiny`` or load a diffusers text-to-video folder / hub id onto ``device``."""
+    from diffusers import DDIMScheduler
+
+    if source.is_tiny:
+        from vidforge.core.text import OpenClipTokenizer
+
+        unet, vae, text_encoder = build_tiny()
+        tokenizer = OpenClipTokenizer()
+        scheduler = DDIMScheduler(**ddim_scheduler_config())
+        frames, height, width = NATIVE["tiny"]
+    else:
+        unet, vae, text_encoder, tokenizer, scheduler = _load_diffusers(source, dtype)
+        scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        sample = unet.config.sample_size or 32
+        sample = sample if isinstance(sample, int) else sample[0]
+        frames, height, width = NATIVE.get(
+            source.name, (DEFAULT_NATIVE_FRAMES, sample * scale, sample * scale)
+        )
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False).to(device)
+        if next(module.parameters()).dtype != dtype:
+            module.to(dtype=dtype)
+    return ExtendModel(
+        name=source.name,
+        denoiser=UNet3DDenoiser(unet),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        clip_frames=frames,
+        height=height,
+        width=width,
+        is_tiny=source.is_tiny,
+    )
+
+
+def _load_diffusers(source: ModelSource, dtype: torch.dtype):
+    """``from_pretrained`` on a diffusers text-to-video folder (ModelScope / zeroscope layout)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = fetch_weights(source, allow_patterns=WEIGHT_PATTERNS)
+    if folder.is_file():
+        raise VidforgeError(
+            f"--model {source.name}: extend needs a diffusers text-to-video folder "
+            "(unet/, vae/, text_encoder/, tokenizer/, scheduler/), not a single checkpoint file"
+        )
+    missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer") if not (folder / sub).is_dir()]
+    if missing:
+        raise VidforgeError(
+            f"--model {source.name}: {folder} is not a diffusers text-to-video folder (missing {', '.join(missing)}/)"
+        )
+    try:
+        unet = UNet3DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    except (OSError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VidforgeError(f"--model {source.name}: cannot load the weights in {folder} ({first})") from e
+    if (folder / "scheduler" / "scheduler_config.json").exists():
+        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    else:
+        scheduler = DDIMScheduler(**ddim_scheduler_config())
+    return unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, scheduler
