@@ -1,0 +1,351 @@
+"""Convert a released DynamiCrafter ``model.ckpt`` to the vidforge layout, once, and cache it.
+
+The checkpoint is a Lightning ``{"state_dict": ...}`` (or a DeepSpeed ``{"module": ...}`` whose keys
+start with ``_forward_module.``). It is read with ``torch.load(weights_only=True)`` only
+(:func:`vidforge.core.models.load_state_dict`): a pickle that needs arbitrary objects is refused,
+never executed. The converted weights are cached as safetensors in
+``<HF_HUB_CACHE>/vidforge-converted/<label>-<hash>.safetensors`` (hash of the resolved checkpoint
+path, size and mtime), so the pickle is read once.
+
+Key mapping (vidforge name -> checkpoint name; :func:`original_key` implements it)::
+
+    unet.X           -> model.diffusion_model.X      with  .temporal_conv. -> .temopral_conv.
+                                                     (the authors' spelling; the correct spelling is
+                                                     accepted too)
+    image_proj.X     -> image_proj_model.X           (Resampler; same sub-names)
+    text_encoder.X   -> cond_stage_model.model.X     (open_clip text tower; same sub-names)
+    image_encoder.X  -> embedder.model.visual.X      (open_clip vision tower; same sub-names)
+    vae.X            -> first_stage_model.<LDM name of X>, diffusers -> LDM:
+        {en,de}coder.conv_norm_out             -> {en,de}coder.norm_out
+        encoder.down_blocks.i.resnets.j        -> encoder.down.i.block.j
+        encoder.down_blocks.i.downsamplers.0   -> encoder.down.i.downsample
+        decoder.up_blocks.i.resnets.j          -> decoder.up.(n-1-i).block.j   (LDM counts up-levels
+        decoder.up_blocks.i.upsamplers.0       -> decoder.up.(n-1-i).upsample   from the bottom)
+        *.mid_block.resnets.j                  -> *.mid.block_(j+1)
+        *.mid_block.attentions.0.{group_norm,to_q,to_k,to_v,to_out.0}
+                                               -> *.mid.attn_1.{norm,q,k,v,proj_out}
+                                                  (1x1 conv weights (C,C,1,1) -> linear (C,C))
+        *.conv_shortcut                        -> *.nin_shortcut
+        conv_in, conv_out, quant_conv, post_quant_conv, resnet norm1/conv1/norm2/conv2: unchanged
+
+Renamed on reading: ``model.diffusion_model.framestride_embed.*`` (the 256 release) ->
+``fps_embedding``. Kept apart and returned as the *schedule* (the sampler checks them):
+``betas, alphas_cumprod, alphas_cumprod_prev, sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod,
+log_one_minus_alphas_cumprod, sqrt_recip_alphas_cumprod, sqrt_recipm1_alphas_cumprod,
+posterior_variance, posterior_log_variance_clipped, posterior_mean_coef1, posterior_mean_coef2,
+scale_arr, scale_factor``. Dropped because nothing uses them: ``cond_stage_model.model.logit_scale``,
+the text-side leftovers of the image embedder (``embedder.model.*`` outside ``visual.``), any
+``*.attn_mask`` buffer and an EMA copy (``model_ema.*``). Every other name is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from vidforge.errors import VidforgeError
+
+PREFIXES = {
+    "unet.": "model.diffusion_model.",
+    "image_proj.": "image_proj_model.",
+    "text_encoder.": "cond_stage_model.model.",
+    "image_encoder.": "embedder.model.visual.",
+    "vae.": "first_stage_model.",
+}
+SCHEDULE_KEYS = (
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+    "scale_arr",
+    "scale_factor",
+)
+IGNORED = re.compile(
+    r"^cond_stage_model\.model\.logit_scale$|^embedder\.model\.(?!visual\.)|\.attn_mask$|^model_ema\."
+)
+FORMAT = "vidforge-dynamicrafter-1"
+_VAE_ATTN_WEIGHT = re.compile(
+    r"^vae\.(en|de)coder\.mid_block\.attentions\.0\.(to_q|to_k|to_v|to_out\.0)\.weight$"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# names
+
+
+def _vae_ldm_key(key: str, levels: int) -> str:
+    """diffusers ``AutoencoderKL`` name -> LDM VAE name (``levels`` = len(block_out_channels))."""
+
+    def up(m: re.Match) -> str:
+        return f"decoder.up.{levels - 1 - int(m[1])}."
+
+    rules = [
+        (r"^(encoder|decoder)\.conv_norm_out\.", r"\1.norm_out."),
+        (r"^encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2."),
+        (r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample."),
+        (r"^decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: up(m) + "block."),
+        (r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: up(m) + "upsample."),
+        (r"^(encoder|decoder)\.mid_block\.resnets\.(\d+)\.", lambda m: f"{m[1]}.mid.block_{int(m[2]) + 1}."),
+        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.group_norm\.", r"\1.mid.attn_1.norm."),
+        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_(q|k|v)\.", r"\1.mid.attn_1.\2."),
+        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.to_out\.0\.", r"\1.mid.attn_1.proj_out."),
+        (r"\.conv_shortcut\.", ".nin_shortcut."),
+    ]
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def original_key(key: str, vae_levels: int = 4) -> str:
+    """vidforge state-dict name -> name in the released checkpoint (the table in the module doc)."""
+    for ours, theirs in PREFIXES.items():
+        if key.startswith(ours):
+            rest = key[len(ours) :]
+            if ours == "unet.":
+                rest = rest.replace(".temporal_conv.", ".temopral_conv.")
+            elif ours == "vae.":
+                rest = _vae_ldm_key(rest, vae_levels)
+            return theirs + rest
+    raise KeyError(f"not a DynamiCrafter parameter name: {key}")
+
+
+def _alias(key: str) -> str:
+    """Spellings that name the same tensor as the canonical checkpoint name."""
+    if key.startswith("model.diffusion_model."):
+        key = key.replace(".framestride_embed.", ".fps_embedding.")
+        key = key.replace(".temporal_conv.", ".temopral_conv.")
+    return key
+
+
+def to_original_tensor(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """vidforge tensor -> checkpoint layout (only the VAE attention weights differ: linear -> 1x1 conv)."""
+    return tensor[:, :, None, None] if _VAE_ATTN_WEIGHT.match(key) else tensor
+
+
+def _to_vidforge_tensor(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    return tensor[:, :, 0, 0] if _VAE_ATTN_WEIGHT.match(key) and tensor.ndim == 4 else tensor
+
+
+def original_state_dict(state_dict: dict, vae_levels: int = 4) -> dict:
+    """A vidforge state dict written in the released checkpoint's layout (tests, documentation)."""
+    return {original_key(k, vae_levels): to_original_tensor(k, v) for k, v in state_dict.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# conversion
+
+
+def _names(items, limit: int = 5) -> str:
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown + (f" … and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def unwrap_checkpoint(obj: dict) -> dict:
+    """Lightning ``{"state_dict": sd}``, DeepSpeed ``{"module": sd}`` (``_forward_module.`` prefix
+    dropped) or a plain state dict -> flat ``{name: tensor}``."""
+    if not isinstance(obj, dict):
+        raise VidforgeError("not a DynamiCrafter checkpoint: the file holds no state dict")
+    if isinstance(obj.get("state_dict"), dict):
+        return obj["state_dict"]
+    if isinstance(obj.get("module"), dict):
+        prefix = "_forward_module."
+        return {k.removeprefix(prefix): v for k, v in obj["module"].items()}
+    return obj
+
+
+def target_state_dict(config) -> dict:
+    """Names and shapes of the vidforge model for ``config`` (built on ``meta``: no memory)."""
+    from vidforge.animate.model import build_model
+
+    return build_model(config, device="meta").state_dict()
+
+
+def convert_state_dict(state_dict: dict, config) -> tuple[dict, dict]:
+    """Checkpoint ``{name: tensor}`` -> (vidforge weights, schedule buffers).
+
+    Names the mapping does not know raise a one-line :class:`VidforgeError`; missing names are
+    left for :func:`check_keys` (so a partial dict, e.g. UNet only, can be converted).
+    """
+    from vidforge.animate.model import get_config
+
+    config = get_config(config)
+    levels = len(config.vae.block_out_channels)
+    names = {original_key(k, levels): k for k in target_state_dict(config)}
+    weights, schedule, unknown = {}, {}, []
+    for key, tensor in state_dict.items():
+        key = _alias(key)
+        if key in SCHEDULE_KEYS:
+            schedule[key] = tensor
+        elif key in names:
+            weights[names[key]] = _to_vidforge_tensor(names[key], tensor)
+        elif not IGNORED.search(key):
+            unknown.append(key)
+    if unknown:
+        raise VidforgeError(
+            f"checkpoint has {len(unknown)} names that DynamiCrafter-{config.name} does not have: {_names(unknown)} "
+            "(is it a DynamiCrafter model.ckpt of that release? pass the matching --model preset)"
+        )
+    return weights, schedule
+
+
+def check_keys(weights: dict, target: dict, name: str, release: str) -> None:
+    """Strict comparison of names and shapes; one-line error naming what is missing/extra/wrong."""
+    missing = [k for k in target if k not in weights]
+    unexpected = [k for k in weights if k not in target]
+    wrong = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(target[k].shape)}"
+        for k in target
+        if k in weights and tuple(weights[k].shape) != tuple(target[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing ({_names(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
+    if wrong:
+        problems.append(f"{len(wrong)} with the wrong shape ({_names(wrong)})")
+    if problems:
+        raise VidforgeError(
+            f"checkpoint {name} does not fit DynamiCrafter-{release}: keys "
+            + "; ".join(problems)
+            + " (pass the --model preset that matches the checkpoint)"
+        )
+
+
+def load_strict(model: torch.nn.Module, weights: dict, name: str) -> None:
+    """Check names and shapes, then load (``assign=True``: a ``meta`` model takes the tensors as they are)."""
+    target = model.state_dict()
+    check_keys(weights, target, name, model.config.name)
+    model.load_state_dict(weights, strict=True, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise VidforgeError(f"checkpoint {name}: tensors left without values: {_names(left)}")
+
+
+def guess_config(state_dict: dict, schedule: dict, label: str = "") -> str:
+    """Which release a checkpoint is: ``attn2.alpha`` -> 256; else ``scale_arr``'s base (0.3 -> 1024);
+    else 512, or 512-interp when the name says "interp" (the two have the same weights layout)."""
+    if any(k.endswith("attn2.alpha") for k in state_dict):
+        return "256"
+    scale_arr = schedule.get("scale_arr")
+    if scale_arr is not None and not scale_arr.is_meta and abs(float(scale_arr[-1]) - 0.3) < 1e-3:
+        return "1024"
+    return "512-interp" if "interp" in label.lower() else "512"
+
+
+# ---------------------------------------------------------------------------------------------
+# files and cache
+
+
+def cache_path(checkpoint: Path, label: str) -> Path:
+    """``<HF_HUB_CACHE>/vidforge-converted/<label>-<hash>.safetensors`` for ``checkpoint``."""
+    from vidforge.core.models import hub_cache_dir
+
+    resolved = checkpoint.resolve()
+    stat = resolved.stat()
+    digest = hashlib.sha1(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "--", label).strip("-") or "model"
+    return hub_cache_dir() / "vidforge-converted" / f"{safe}-{digest}.safetensors"
+
+
+def save_converted(path: Path, weights: dict, schedule: dict, release: str) -> None:
+    """Write the cache atomically (temporary file, then rename)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.contiguous() for k, v in weights.items()}
+    tensors.update({f"schedule.{k}": v.contiguous() for k, v in schedule.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "config": release})
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def read_converted(path: Path) -> tuple[dict, dict, str | None]:
+    """A vidforge-layout safetensors file -> (weights, schedule, release name from its metadata)."""
+    from safetensors import safe_open
+
+    from vidforge.core.models import load_state_dict
+
+    tensors = load_state_dict(path)
+    with safe_open(str(path), "pt") as f:
+        release = (f.metadata() or {}).get("config")
+    schedule = {k.removeprefix("schedule."): v for k, v in tensors.items() if k.startswith("schedule.")}
+    weights = {k: v for k, v in tensors.items() if not k.startswith("schedule.")}
+    return weights, schedule, release
+
+
+def _checkpoint_file(path: Path) -> Path:
+    """A file, or the checkpoint inside a downloaded folder."""
+    if path.is_file():
+        return path
+    for pattern in ("model.ckpt", "*.safetensors", "*.ckpt"):
+        found = sorted(path.glob(pattern))
+        if found:
+            return found[0]
+    raise VidforgeError(f"--model {path}: no model.ckpt or .safetensors file in that folder")
+
+
+def _is_vidforge_layout(keys) -> bool:
+    return any(k.startswith(tuple(PREFIXES)) for k in keys)
+
+
+def convert_checkpoint(checkpoint: Path, label: str, config=None) -> tuple[dict, dict, str]:
+    """Read a checkpoint file (weights only) and convert it -> (weights, schedule, release)."""
+    from vidforge.core.models import load_state_dict
+
+    if checkpoint.suffix == ".safetensors":
+        weights, schedule, release = read_converted(checkpoint)
+        if _is_vidforge_layout(weights):
+            return weights, schedule, config or release or guess_config(weights, schedule, label)
+        state_dict = {**weights, **schedule}
+    else:
+        state_dict = unwrap_checkpoint(load_state_dict(checkpoint))
+    schedule_only = {k: v for k, v in state_dict.items() if k in SCHEDULE_KEYS}
+    release = config or guess_config(state_dict, schedule_only, label)
+    weights, schedule = convert_state_dict(state_dict, release)
+    return weights, schedule, release
+
+
+def load_converted(source, config: str | None = None):
+    """``ModelSource`` -> (weights, schedule, config): from the safetensors cache when present,
+    otherwise read once, convert, check strictly and cache."""
+    from vidforge.animate.model import PRESET_CONFIGS, get_config
+    from vidforge.core.models import fetch_weights
+
+    if config is None and source.preset is not None and source.preset.name in PRESET_CONFIGS:
+        config = PRESET_CONFIGS[source.preset.name].name
+    path = fetch_weights(source, allow_patterns=["model.ckpt", "*.safetensors"])
+    checkpoint = _checkpoint_file(Path(path))
+    label = source.preset.name if source.preset is not None else checkpoint.stem
+    cached = cache_path(checkpoint, label)
+    if cached.exists():
+        weights, schedule, release = read_converted(cached)
+        return weights, schedule, get_config(config or release or "512")
+    weights, schedule, release = convert_checkpoint(checkpoint, f"{label} {checkpoint}", config)
+    cfg = get_config(release)
+    check_keys(weights, target_state_dict(cfg), str(source.name), cfg.name)
+    if not (checkpoint.suffix == ".safetensors" and _is_vidforge_layout(weights)):
+        try:
+            save_converted(cached, weights, schedule, cfg.name)
+        except OSError as e:  # a read-only cache must not stop the run
+            warnings.warn(f"could not cache the converted checkpoint at {cached}: {e}", stacklevel=2)
+    return weights, schedule, cfg
