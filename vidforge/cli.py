@@ -386,6 +386,13 @@ def evaluate(
     clip_frame_variant: Annotated[
         str, typer.Option(help="consecutive or all-pairs.")
     ] = EvaluateOptions.clip_frame_variant,
+    pic_distance: Annotated[
+        str, typer.Option(help="pic distance: dreamsim (paper) or lpips (fallback); optional extras.")
+    ] = EvaluateOptions.pic_distance,
+    i3d: Annotated[
+        Path | None, typer.Option(help="StyleGAN-V i3d_torchscript.pt for fvd/kvd (default: torch hub cache).")
+    ] = None,
+    fvd_frames: Annotated[int, typer.Option(help="Frames per video for fvd/kvd.")] = EvaluateOptions.fvd_frames,
     json: Json = False,
     csv: Annotated[Path | None, typer.Option(help="Also write the scores to this CSV file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw per-frame curves to this PNG.")] = None,
@@ -402,8 +409,10 @@ def evaluate(
             metrics=tuple(metric) if metric else WEIGHT_FREE_METRICS, source=str(source) if source else None,
             prompt=prompt, flow=flow, max_frames=max_frames, resize=parse_size(resize), clip_model=clip_model,
             warp_variant=warp_variant, clip_frame_variant=clip_frame_variant, device=device, seed=seed,
+            pic_distance=pic_distance, i3d=str(i3d) if i3d else None, fvd_frames=fvd_frames,
         )
     )  # fmt: skip
+    api.check_outputs(csv, plot)
     with _bars(quiet, json) as bars:
         report = api.run([str(v) for v in videos], options, bars=bars)
     api.write_report(report, as_json=json, csv=csv, plot=plot, quiet=quiet)

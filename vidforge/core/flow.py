@@ -27,10 +27,70 @@ def _gray(frame: np.ndarray) -> np.ndarray:
 
 
 def compute_flow(frame_a: np.ndarray, frame_b: np.ndarray, method: str = "dis") -> np.ndarray:
-    """Flow from uint8 RGB frame a to frame b (OpenCV DIS, ``medium`` preset: no weights)."""
+    """Flow from uint8 RGB frame a to frame b (OpenCV DIS, ``medium`` preset: no weights; or
+    ``raft``: torchvision RAFT-large, only when its weights are already in the torch hub cache)."""
+    if method == "raft":
+        return raft_flows(frame_a[None], frame_b[None])[0]
     if method != "dis":
         raise ValueError(f"unknown flow method {method!r}")
     return _dis().calc(_gray(frame_a), _gray(frame_b), None)
+
+
+# ------------------------------------------------------------------------------------- RAFT (optional)
+
+RAFT_BATCH = 8  # frame pairs per RAFT call
+
+
+def raft_weights_path():
+    """Where torchvision keeps RAFT-large (``C_T_SKHT_V2``) weights: the torch hub checkpoint cache."""
+    from pathlib import Path
+
+    import torch
+    from torchvision.models.optical_flow import Raft_Large_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Raft_Large_Weights.DEFAULT.url.rsplit("/", 1)[-1]
+
+
+@functools.lru_cache(maxsize=1)
+def _raft():
+    """RAFT-large on CUDA when present, else CPU. Never downloads: a missing file is a VidforgeError."""
+    import torch
+    from torchvision.models.optical_flow import Raft_Large_Weights, raft_large
+
+    from vidforge.errors import VidforgeError
+
+    path = raft_weights_path()
+    if not path.exists():
+        raise VidforgeError(
+            f"--flow raft: RAFT-large weights are not in the torch hub cache ({path}); download "
+            f"{Raft_Large_Weights.DEFAULT.url} there on a connected machine, or use --flow dis"
+        )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return raft_large(weights=Raft_Large_Weights.DEFAULT, progress=False).eval().to(device)
+
+
+def raft_flows(frames_a: np.ndarray, frames_b: np.ndarray, model=None) -> np.ndarray:
+    """RAFT flow for each pair of ``(B, H, W, 3)`` uint8 frames -> ``(B, H, W, 2)`` float32.
+
+    Frames are scaled to [-1, 1] (torchvision's RAFT preset) and edge-padded to multiples of 8."""
+    import torch
+    import torch.nn.functional as F
+
+    model = model if model is not None else _raft()
+    device = next(model.parameters()).device
+    h, w = frames_a.shape[1:3]
+    pad = (0, (-w) % 8, 0, (-h) % 8)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(frames_a), RAFT_BATCH):
+            a, b = (
+                F.pad(torch.from_numpy(np.ascontiguousarray(x[i : i + RAFT_BATCH])).to(device)
+                      .permute(0, 3, 1, 2).float() / 127.5 - 1.0, pad, mode="replicate")
+                for x in (frames_a, frames_b)
+            )  # fmt: skip
+            flow = model(a, b)[-1][:, :, :h, :w]
+            out.append(flow.permute(0, 2, 3, 1).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
 
 
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -74,6 +134,8 @@ def video_flows(frames: np.ndarray, method: str = "dis", progress=None):
     Returns ``(forward, backward)`` arrays of shape ``(F-1, H, W, 2)``: ``forward[t]`` maps frame t
     to t+1, ``backward[t]`` maps frame t+1 to t. Each pair is computed once and can be shared.
     """
+    if method == "raft" and len(frames) > 1:
+        return raft_flows(frames[:-1], frames[1:]), raft_flows(frames[1:], frames[:-1])
     pairs = range(len(frames) - 1)
     if progress is not None:
         pairs = progress.track(pairs, "optical flow", total=len(frames) - 1)

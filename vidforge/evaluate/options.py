@@ -1,4 +1,4 @@
-"""Evaluation options (SPEC section 4)."""
+"""Evaluation options (SPEC section 4). The only place these defaults are written."""
 
 from __future__ import annotations
 
@@ -9,19 +9,29 @@ from vidforge.core.options import check
 WEIGHT_FREE_METRICS = ("warp-error", "flicker", "motion", "repetition")
 MODEL_METRICS = ("clip-text", "clip-frame", "clip-content", "pic", "fvd", "kvd")
 METRICS = WEIGHT_FREE_METRICS + MODEL_METRICS
+SET_METRICS = ("fvd", "kvd")  # compare two sets of videos, not one video
+PIC_DISTANCES = ("dreamsim", "lpips")
 
 
 @dataclass(frozen=True)
 class EvaluateOptions:
     metrics: tuple[str, ...] = WEIGHT_FREE_METRICS
-    source: str | None = None  # source video (warp-error flow, clip-content), or a folder/list for fvd
+    # a source video (warp-error flow, clip-content, pic), an image (pic), or a folder/list of
+    # videos: paired with the inputs in order when counts match, and the reference set for fvd/kvd
+    source: str | None = None
     prompt: str | None = None  # clip-text
     flow: str = "dis"  # "dis" (OpenCV, no weights) or "raft" (torchvision RAFT-large, cached weights)
     max_frames: int | None = None
     resize: tuple[int, int] | None = None  # (width, height)
     clip_model: str = "ViT-L-14/openai"
     warp_variant: str = "lai"  # "lai" (MSE) or "dvp" (L1, short + long term)
-    clip_frame_variant: str = "consecutive"  # or "all-pairs"
+    clip_frame_variant: str = "consecutive"  # or "all-pairs" (Tune-A-Video)
+    pic_distance: str = "dreamsim"  # DynamiCrafter's PIC uses DreamSim; "lpips" is the fallback variant
+    i3d: str | None = None  # TorchScript I3D (StyleGAN-V's i3d_torchscript.pt); None: look in the cache
+    fvd_frames: int = 16  # frames per video fed to I3D (StyleGAN-V protocol)
+    fvd_size: int = 224  # I3D input: shorter side resized to this, then centre-cropped square
+    kvd_subsets: int = 100  # KID-style subset estimate (StyleGAN-V / StyleGAN2-ADA)
+    kvd_subset_size: int = 1000
     device: str = "auto"
     seed: int = 0
 
@@ -37,4 +47,20 @@ class EvaluateOptions:
             self.clip_frame_variant in ("consecutive", "all-pairs"),
             "--clip-frame-variant must be consecutive or all-pairs",
         )
+        check(self.pic_distance in PIC_DISTANCES, f"--pic-distance must be one of {', '.join(PIC_DISTANCES)}")
         check("clip-text" not in self.metrics or bool(self.prompt), "--metric clip-text needs --prompt")
+        for name in ("clip-content", "pic", "fvd", "kvd"):
+            check(
+                name not in self.metrics or bool(self.source),
+                f"--metric {name} needs --source ({_SOURCE_HELP[name]})",
+            )
+        check(self.fvd_frames >= 1 and self.fvd_size >= 8, "fvd_frames must be >= 1 and fvd_size >= 8")
+        check(self.kvd_subsets >= 1 and self.kvd_subset_size >= 2, "kvd subsets need >= 1 subset of >= 2")
+
+
+_SOURCE_HELP = {
+    "clip-content": "the input video the output was made from",
+    "pic": "the input image or video whose first frame was animated",
+    "fvd": "a folder or .txt list of reference videos",
+    "kvd": "a folder or .txt list of reference videos",
+}

@@ -1,0 +1,144 @@
+"""Weight-free video metrics: pure functions over frames and optical flows (SPEC section 4).
+
+Frames are ``(F, H, W, 3)`` uint8 RGB. Flows follow ``vidforge.core.flow``: ``w_ab`` is ``(H, W, 2)``
+on frame a's grid and ``warp(b, w_ab)`` aligns frame b onto frame a. Every function returns
+``(value, per_frame)`` so that the report can draw where in the video a score comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from vidforge.core.flow import occlusion_mask, warp
+
+# (a, b) -> flow w_ab, computed once per pair on the video that defines motion (source or output)
+FlowFn = Callable[[int, int], np.ndarray]
+
+
+def to_unit(frame: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` -> float32 in [0, 1]."""
+    return frame.astype(np.float32) / 255.0
+
+
+# ----------------------------------------------------------------------------------------- warp error
+
+
+def valid_mask(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
+    """Non-occluded pixels of frame a, ``(H, W)`` bool: the complement of Lai et al.'s occlusion mask
+    (forward-backward test OR motion boundary), as in their ``evaluate_WarpError.py``."""
+    return ~occlusion_mask(flow_ab, flow_ba, motion_boundary=True)
+
+
+def warp_error_pair(
+    out_a: np.ndarray, out_b: np.ndarray, flow_ab: np.ndarray, mask: np.ndarray, norm: str = "l2"
+) -> float:
+    """``E = Σ M·|warp(O_b, w_ab) - O_a|^p / Σ M`` per pixel-channel, RGB in [0, 1].
+
+    ``out_a``, ``out_b``: uint8 ``(H, W, 3)``; ``mask``: ``(H, W)`` bool (True = use the pixel);
+    ``norm``: ``"l2"`` (squared error, Lai et al. 2018) or ``"l1"`` (Lei et al. 2020).
+    An all-occluded pair scores 0, as in Lai et al.'s code (the masked difference is all zero).
+    """
+    diff = warp(to_unit(out_b), flow_ab) - to_unit(out_a)
+    diff = diff**2 if norm == "l2" else np.abs(diff)
+    count = float(mask.sum()) * diff.shape[-1]
+    if count == 0:
+        return 0.0
+    return float((diff * mask[..., None]).sum() / count)
+
+
+def warp_error(frames: np.ndarray, flow: FlowFn) -> tuple[float, list[float]]:
+    """Lai et al. 2018 warping error: mean over the F-1 pairs (t, t+1) of the masked MSE between
+    ``O_t`` and ``warp(O_{t+1}, w_{t→t+1})``. Flow comes from ``flow(a, b)`` (the source video's when
+    there is one). Returns the mean and the F-1 per-pair errors."""
+    per_pair = []
+    for t in range(len(frames) - 1):
+        w_ab, w_ba = flow(t, t + 1), flow(t + 1, t)
+        per_pair.append(warp_error_pair(frames[t], frames[t + 1], w_ab, valid_mask(w_ab, w_ba), "l2"))
+    return float(np.mean(per_pair)), per_pair
+
+
+def warp_error_dvp(frames: np.ndarray, flow: FlowFn) -> tuple[float, list[float]]:
+    """Deep Video Prior variant (Lei et al. 2020): L1 norm, short + long term,
+    ``E_t = E_pair(O_t, O_{t-1}) + E_pair(O_t, O_0)`` averaged over t = 1..F-1 (for t = 1 both terms
+    are the same pair). Returns the mean and the F-1 per-frame values."""
+    per_frame = []
+    for t in range(1, len(frames)):
+        total = 0.0
+        for b in (t - 1, 0):
+            w_ab, w_ba = flow(t, b), flow(b, t)
+            total += warp_error_pair(frames[t], frames[b], w_ab, valid_mask(w_ab, w_ba), "l1")
+        per_frame.append(total)
+    return float(np.mean(per_frame)), per_frame
+
+
+# -------------------------------------------------------------------------------------- flicker, motion
+
+
+def flicker(frames: np.ndarray) -> tuple[float, list[float]]:
+    """VBench temporal flickering: ``(255 - mean|f_t - f_{t+1}|) / 255`` per consecutive pair
+    (mean over pixels and channels of uint8 frames), averaged. 1.0 = no change at all; 0.0 =
+    every pixel jumps between 0 and 255."""
+    per_pair = []
+    for t in range(len(frames) - 1):
+        mae = np.abs(frames[t].astype(np.float32) - frames[t + 1].astype(np.float32)).mean()
+        per_pair.append(float((255.0 - mae) / 255.0))
+    return float(np.mean(per_pair)), per_pair
+
+
+def motion(flows: np.ndarray) -> tuple[float, list[float]]:
+    """Mean optical-flow magnitude in pixels per frame: ``mean_x |w_{t→t+1}(x)|`` per pair, averaged
+    (a weight-free stand-in for VBench's dynamic degree). ``flows``: ``(F-1, H, W, 2)``."""
+    per_pair = [float(np.sqrt((w**2).sum(-1)).mean()) for w in flows]
+    return float(np.mean(per_pair)), per_pair
+
+
+# ------------------------------------------------------------------------------------------ repetition
+
+REPETITION_SIZE = 32  # frames are compared as 32x32 RGB thumbnails (robust to noise, cheap for long videos)
+REPETITION_EPS = 1e-3  # in units of mean absolute difference on [0, 1]: a static video scores 0
+
+
+def frame_distances(frames: np.ndarray, size: int = REPETITION_SIZE) -> np.ndarray:
+    """``D[i, j]`` = mean absolute difference between 32x32 thumbnails of frames i and j, in [0, 1];
+    ``(F, F)`` symmetric with a zero diagonal."""
+    import cv2
+    import torch
+
+    thumbs = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    x = torch.from_numpy(thumbs.reshape(len(frames), -1).astype(np.float32) / 255.0)
+    return (torch.cdist(x, x, p=1) / x.shape[1]).numpy()
+
+
+def repetition(frames: np.ndarray) -> tuple[float, list[float], int | None]:
+    """Frame self-similarity at lag > 1: does the video come back to where it has already been?
+
+    For each frame t, with ``D`` from :func:`frame_distances`:
+
+    * ``δ_t`` = mean distance to its temporal neighbours t-1, t+1 (how much one step of motion
+      changes the picture);
+    * ``ρ_t = min_{|s-t| ≥ 2} D[t, s]`` (the closest frame that is not a neighbour);
+    * ``r_t = clip(1 - (ρ_t + ε) / (δ_t + ε), 0, 1)`` with ε = 1e-3.
+
+    ``repetition = mean_t r_t`` in [0, 1]. Constant motion moves further away with every step
+    (``ρ_t ≥ δ_t``), so it scores ~0; a loop or a ping-pong (frame t+L ≈ frame t, or a mirrored
+    clip where frame c+d ≈ frame c-d) returns to a frame much closer than one step of motion, so it
+    scores close to 1. A static video scores 0 (ε dominates: nothing moves, nothing repeats).
+    Also returns the typical lag, the median ``|s* - t|`` over repeating frames (``r_t > 0.5``),
+    which is the loop period for a loop. Needs F >= 3.
+    """
+    num = len(frames)
+    dist = frame_distances(frames)
+    scores, lags = [], []
+    for t in range(num):
+        neighbours = [dist[t, s] for s in (t - 1, t + 1) if 0 <= s < num]
+        far = [s for s in range(num) if abs(s - t) >= 2]
+        delta = float(np.mean(neighbours))
+        s_best = min(far, key=lambda s: dist[t, s])
+        r = float(np.clip(1.0 - (dist[t, s_best] + REPETITION_EPS) / (delta + REPETITION_EPS), 0.0, 1.0))
+        scores.append(r)
+        if r > 0.5:
+            lags.append(abs(s_best - t))
+    lag = int(np.median(lags)) if lags else None
+    return float(np.mean(scores)), scores, lag

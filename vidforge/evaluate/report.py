@@ -1,0 +1,205 @@
+"""The evaluation report and its writers: rich table (stderr), JSON (stdout), CSV, per-frame plot.
+
+JSON shape (SPEC section 4), one video::
+
+    {"video": "out.mp4", "metrics": {"flicker": {"value": 0.97, "variant": "...", "per_frame": [...]}}}
+
+several videos: ``{"videos": [<one object per video>], "mean": {"video": "mean", "metrics": {...}},
+"sets": {"fvd": {...}}}`` (``sets`` only when fvd/kvd were asked for). A metric that failed has
+``"value": null`` and an ``"error"`` line.
+"""
+
+from __future__ import annotations
+
+import csv as csv_module
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class MetricResult:
+    value: float | None
+    variant: str
+    per_frame: list[float] | None = None
+    extra: dict = field(default_factory=dict)  # e.g. flow method, CLIP model, ×100 score, N, seed
+    error: str | None = None
+
+    def to_dict(self, per_frame: bool = True) -> dict:
+        out: dict = {"value": _clean(self.value), "variant": self.variant, **self.extra}
+        if self.error is not None:
+            out["error"] = self.error
+        if per_frame and self.per_frame is not None:
+            out["per_frame"] = [round(float(v), 6) for v in self.per_frame]
+        return out
+
+
+def failure(variant: str, error: str) -> MetricResult:
+    return MetricResult(None, variant, error=error)
+
+
+@dataclass
+class VideoReport:
+    video: str
+    metrics: dict[str, MetricResult]
+    num_frames: int = 0
+
+    def to_dict(self) -> dict:
+        return {"video": self.video, "metrics": {k: m.to_dict() for k, m in self.metrics.items()}}
+
+
+@dataclass
+class Report:
+    videos: list[VideoReport]
+    sets: dict[str, MetricResult] = field(default_factory=dict)  # fvd, kvd
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return any(m.error for v in self.videos for m in v.metrics.values()) or any(
+            m.error for m in self.sets.values()
+        )
+
+    @property
+    def errors(self) -> list[str]:
+        out = [
+            f"{v.video}: {name}: {m.error}" for v in self.videos for name, m in v.metrics.items() if m.error
+        ]
+        return list(dict.fromkeys(out + [f"{name}: {m.error}" for name, m in self.sets.items() if m.error]))
+
+    def mean(self) -> dict[str, MetricResult]:
+        """Mean of each per-video metric over the videos where it succeeded."""
+        out = {}
+        names = dict.fromkeys(name for v in self.videos for name in v.metrics)
+        for name in names:
+            results = [v.metrics[name] for v in self.videos if name in v.metrics]
+            values = [r.value for r in results if r.value is not None]
+            variant = results[0].variant
+            if values:
+                out[name] = MetricResult(float(np.mean(values)), variant, extra={"n": len(values)})
+            else:
+                out[name] = failure(variant, "failed on every video")
+        return out
+
+    def to_dict(self) -> dict:
+        if len(self.videos) == 1 and not self.sets:
+            return self.videos[0].to_dict()
+        out: dict = {
+            "videos": [v.to_dict() for v in self.videos],
+            "mean": {"video": "mean", "metrics": {k: m.to_dict(False) for k, m in self.mean().items()}},
+        }
+        if self.sets:
+            out["sets"] = {k: m.to_dict(False) for k, m in self.sets.items()}
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False)
+
+
+def _clean(value):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return float(value)
+
+
+# -------------------------------------------------------------------------------------------- writers
+
+
+def _rows(report: Report) -> tuple[list[str], list[tuple[str, dict[str, MetricResult]]]]:
+    names = list(dict.fromkeys(n for v in report.videos for n in v.metrics))
+    rows = [(v.video, v.metrics) for v in report.videos]
+    if len(report.videos) > 1:
+        rows.append(("mean", report.mean()))
+    if report.sets:
+        names += list(report.sets)
+        rows.append(("(sets)", report.sets))
+    return names, rows
+
+
+def print_table(report: Report) -> None:
+    """A rich table on stderr (stdout stays clean): one row per video, the mean, then set metrics."""
+    from rich.table import Table
+
+    from vidforge.core.progress import stderr
+
+    names, rows = _rows(report)
+    table = Table(title=f"vidforge evaluate ({report.seconds:.1f} s)", title_justify="left")
+    table.add_column("video", overflow="fold")
+    for name in names:
+        table.add_column(name, justify="right")
+    for label, metrics in rows:
+        cells = []
+        for name in names:
+            m = metrics.get(name)
+            cells.append("" if m is None else ("failed" if m.error else f"{m.value:.4f}"))
+        table.add_row(label, *cells, end_section=label == report.videos[-1].video)
+    stderr.print(table)
+    variants = {name: m.variant for _, metrics in rows for name, m in metrics.items()}
+    for name, variant in variants.items():
+        stderr.print(f"  [bold]{name}[/bold]: {variant}", highlight=False)
+
+
+def write_csv(report: Report, path: str | Path) -> Path:
+    """One row per video (plus ``mean`` and set metrics), one column per metric, then variants."""
+    from vidforge.core.video_io import atomic_path
+
+    names, rows = _rows(report)
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(["video", *names])
+        for label, metrics in rows:
+            writer.writerow(
+                [label]
+                + [
+                    "" if name not in metrics or metrics[name].value is None else f"{metrics[name].value:.6g}"
+                    for name in names
+                ]
+            )
+        variants = {name: m.variant for _, metrics in rows for name, m in metrics.items()}
+        writer.writerow(["variant", *[variants.get(n, "") for n in names]])
+    return path
+
+
+def write_plot(report: Report, path: str | Path) -> Path:
+    """Per-frame curves, one panel per metric, one line per video (matplotlib, Agg backend), so a
+    user sees where in the video the flicker or the warp error is. Pair metrics are drawn at the
+    pair's first frame."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [
+        n for n in dict.fromkeys(n for v in report.videos for n in v.metrics)
+        if any(v.metrics.get(n) is not None and v.metrics[n].per_frame for v in report.videos)
+    ]  # fmt: skip
+    fig, axes = plt.subplots(
+        max(len(names), 1), 1, figsize=(9, 2.2 * max(len(names), 1) + 0.6), squeeze=False
+    )
+    for ax, name in zip(axes[:, 0], names, strict=False):
+        for v in report.videos:
+            m = v.metrics.get(name)
+            if m is not None and m.per_frame:
+                ax.plot(range(len(m.per_frame)), m.per_frame, marker=".", label=Path(v.video).name)
+        ax.set_ylabel(name)
+        ax.set_title(next(v.metrics[name].variant for v in report.videos if name in v.metrics), fontsize=8)
+        ax.grid(alpha=0.3)
+    if not names:
+        axes[0, 0].text(0.5, 0.5, "no per-frame metric", ha="center", va="center")
+    axes[-1, 0].set_xlabel("frame")
+    if len(report.videos) > 1 and names:
+        axes[0, 0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    from vidforge.core.video_io import atomic_path
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return path
