@@ -1,0 +1,193 @@
+"""``vidforge extend`` end to end on the ``tiny`` preset: frame counts, determinism, constant
+state, --init, Ctrl-C + --resume, CLI errors. 64x64 frames, N = 8, 2 steps."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vidforge import extend
+from vidforge.cli import app
+from vidforge.core.video_io import read_video, write_video
+from vidforge.errors import OptionError, VidforgeError
+from vidforge.extend import ExtendOptions
+from vidforge.extend.checkpoint import state_dir_for
+
+BASE = ExtendOptions(prompt="a river through a forest", model="tiny", steps=2, guidance_scale=3.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("frames, clips", [(1, 1), (8, 1), (13, 3), (21, 5)])
+def test_frame_count_is_exact(frames, clips):
+    result = extend.run(replace(BASE, frames=frames))
+    assert result.num_frames == frames
+    assert result.frames.shape == (frames, 64, 64, 3) and result.frames.dtype == np.uint8
+    assert result.info["clips"] == clips  # 8, then 4 new frames per clip
+
+
+def test_keep_prompt_frames_layout_and_trim():
+    result = extend.run(replace(BASE, frames=13, keep_prompt_frames=True))
+    assert result.num_frames == 13 and result.info["clips"] == 2  # ceil(13 / 8) clips of N frames
+
+
+def test_same_seed_same_frames_other_seed_other_frames():
+    options = replace(BASE, frames=12, eta=0.5)
+    a = extend.run(options).frames
+    b = extend.run(options).frames
+    c = extend.run(replace(options, seed=1)).frames
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_cached_state_does_not_grow_with_frames():
+    small = extend.run(replace(BASE, frames=12)).info["state_bytes"]
+    large = extend.run(replace(BASE, frames=28)).info["state_bytes"]
+    # noise 4·8·8·8 floats + ceil(2·0.4) = 1 step × M=4 frames × 4·8·8 floats
+    assert small == large == (4 * 8 * 8 * 8 + 1 * 4 * 4 * 8 * 8) * 4
+
+
+def test_prompt_frames_must_be_below_the_model_clip_length():
+    # N is only known from the model (tiny: 8)
+    with pytest.raises(OptionError, match="smaller than the clip length N = 8"):
+        extend.run(replace(BASE, frames=12, prompt_frames=8))
+
+
+def test_image_is_refused_for_text_to_video_models():
+    with pytest.raises(OptionError, match="--image is not supported by --model tiny"):
+        extend.run(replace(BASE, frames=8, image="photo.png"))
+
+
+def test_real_model_missing_offline_is_one_line_error():
+    with pytest.raises(VidforgeError, match="hf download damo-vilab/text-to-video-ms-1.7b") as e:
+        extend.run(replace(BASE, model="modelscope", frames=8))
+    assert "\n" not in str(e.value)
+
+
+def test_init_video_is_continued(tmp_path, clip_path):
+    out = tmp_path / "out.png"
+    result = extend.run(replace(BASE, frames=14, init=str(clip_path)), output=out)
+    video = read_video(out)
+    source = read_video(clip_path)
+    assert result.num_frames == video.num_frames == 14
+    assert np.array_equal(video.frames[:8], source.frames)  # the init video first, unchanged
+    assert video.fps == pytest.approx(source.fps)  # 12 fps from the init video
+    assert not state_dir_for(out).exists()  # checkpoint removed after success
+
+
+def test_init_must_be_shorter_than_frames(clip_path):
+    with pytest.raises(OptionError, match="larger than the --init video's 8 frames"):
+        extend.run(replace(BASE, frames=8, init=str(clip_path)))
+
+
+def test_init_missing_file(tmp_path):
+    with pytest.raises(VidforgeError, match="does not exist"):
+        extend.run(replace(BASE, frames=12, init=str(tmp_path / "nope.mp4")))
+
+
+def interrupt_after(clip):
+    def callback(k, written):
+        if k == clip:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def test_resume_after_interrupt_gives_the_uninterrupted_frames(tmp_path):
+    options = replace(BASE, frames=24, eta=0.5)  # eta > 0: the RNG state must be restored too
+    full = extend.run(options, output=tmp_path / "full.png")
+    out = tmp_path / "out.png"
+    with pytest.raises(KeyboardInterrupt, match="12 frames written .* --resume"):
+        extend.run(options, output=out, callback=interrupt_after(1))
+    partial = read_video(out)  # a valid video of the finished clips
+    assert partial.num_frames == 12
+    meta = json.loads((state_dir_for(out) / "meta.json").read_text())
+    assert meta["clip_index"] == 2
+    resumed = extend.run(replace(options, resume=True), output=out)
+    assert resumed.num_frames == 24
+    assert np.array_equal(read_video(out).frames, read_video(full.output).frames)
+    assert np.array_equal(read_video(out).frames[:12], partial.frames)
+    assert not state_dir_for(out).exists()
+
+
+def test_resume_with_other_options_or_no_checkpoint_is_refused(tmp_path):
+    out = tmp_path / "out.png"
+    with pytest.raises(VidforgeError, match="no checkpoint"):
+        extend.run(replace(BASE, frames=12, resume=True), output=out)
+    with pytest.raises(KeyboardInterrupt):
+        extend.run(replace(BASE, frames=16), output=out, callback=interrupt_after(0))
+    with pytest.raises(VidforgeError, match=r"options differ .*--seed \(was 0\)") as e:
+        extend.run(replace(BASE, frames=16, seed=5, resume=True), output=out)
+    assert "\n" not in str(e.value)
+
+
+def test_interrupt_inside_the_first_clip_leaves_no_video(tmp_path):
+    out = tmp_path / "out.mp4"
+
+    def denoiser_interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("vidforge.extend.pipeline.classifier_free_guidance", lambda d, s: denoiser_interrupt)
+        with pytest.raises(KeyboardInterrupt, match="nothing written"):
+            extend.run(replace(BASE, frames=12), output=out)
+    assert not out.exists()
+    assert list(tmp_path.glob("*.part*")) == []
+
+
+runner = CliRunner()
+
+
+def test_cli_writes_exactly_40_frames(tmp_path):
+    out = tmp_path / "river.mp4"
+    result = runner.invoke(
+        app,
+        ["extend", "--prompt", "a river through a forest", "--frames", "40", "--model", "tiny",
+         "--steps", "2", "-o", str(out), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["frames"] == 40 and info["clips"] == 9
+    assert read_video(out).num_frames == 40
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--prompt-frames", "8", "--clip-frames", "8"], 2, "smaller than the clip length"),
+        (["--staged-guidance", "2"], 2, "--staged-guidance"),
+        (["--model", "nope/none/x"], 1, "unknown model"),
+        (["--init", "missing.mp4"], 1, "does not exist"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, args, code, message):
+    result = runner.invoke(
+        app, ["extend", "--prompt", "x", "--model", "tiny", "-o", str(tmp_path / "o.mp4"), *args]
+    )
+    assert result.exit_code == code
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_cli_corrupt_init_video(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    result = runner.invoke(
+        app, ["extend", "--prompt", "x", "--model", "tiny", "--init", str(bad), "-o", str(tmp_path / "o.mp4")]
+    )
+    assert result.exit_code == 1 and "cannot decode video" in result.stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_write_video_helper_roundtrip_used_by_init(tmp_path, frames):
+    # guard: PNG sequences are lossless, which the resume/init comparisons rely on
+    path = write_video(tmp_path / "f.png", frames, fps=12)
+    assert np.array_equal(read_video(path).frames, frames)
