@@ -16,6 +16,7 @@ from vidforge.animate.sampler import (
     multi_cond_cfg,
     rescale_guidance,
     sample_ddim,
+    schedule_mismatches,
     to_eps_and_x0,
 )
 
@@ -280,3 +281,27 @@ def test_cfg_denoiser_one_batched_call_matches_formula(text_scale, image_scale, 
         std_c, std_g = e_c.std(), guided.std()
         expected = rescale * guided * std_c / std_g + (1 - rescale) * guided
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_schedule_mismatches_flags_wrong_release():
+    from types import SimpleNamespace
+
+    cfg512 = SimpleNamespace(
+        linear_start=0.00085,
+        linear_end=0.012,
+        num_train_timesteps=1000,
+        zero_snr=True,
+        dynamic_rescale_base=0.7,
+    )
+    right = {
+        "alphas_cumprod": alphas_cumprod_from_betas(make_betas(zero_snr=True)).double(),
+        "scale_arr": dynamic_rescale_arr(0.7),
+        "betas": torch.zeros(3),  # other buffers are ignored
+    }
+    assert schedule_mismatches(cfg512, right) == []
+    assert schedule_mismatches(cfg512, {}) == []
+    wrong = {
+        "alphas_cumprod": alphas_cumprod_from_betas(make_betas(zero_snr=False)),
+        "scale_arr": dynamic_rescale_arr(0.3),
+    }
+    assert schedule_mismatches(cfg512, wrong) == ["alphas_cumprod", "scale_arr"]

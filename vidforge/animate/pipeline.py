@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from vidforge.animate.options import FRAME_STRIDE_OUTPUT_FPS, VAE_DECODE_CHUNK, AnimateOptions
-from vidforge.animate.sampler import CFGDenoiser, sample_ddim, schedule_for_config
+from vidforge.animate.sampler import CFGDenoiser, sample_ddim, schedule_for_config, schedule_mismatches
 from vidforge.core.options import Result, check
 from vidforge.errors import VidforgeError
 
@@ -61,8 +61,9 @@ def run(
         model_name = getattr(model.config, "name", type(model).__name__)
     config = model.config
     check_options_for_config(options, config)
-    if options.vae_fp32:
-        model.vae.to(torch.float32)  # fp16 VAE decodes give NaNs (a known DynamiCrafter complaint)
+    check_schedule(model, model_name)
+    if options.vae_fp32 and model.vae.dtype != torch.float32:
+        _vae_to_fp32(model.vae)  # fp16 VAE decodes give NaNs (a known DynamiCrafter complaint)
 
     # 2. Per-model settings: size, fps conditioning, guidance rescale
     height, width = options.height or config.resolution[0], options.width or config.resolution[1]
@@ -136,7 +137,7 @@ def run(
         "size": [width, height],
         "prediction_type": config.prediction_type,
         "timestep_spacing": config.timestep_spacing,
-        config.fps_conditioning: fps_cond,
+        f"cond_{config.fps_conditioning}": fps_cond,  # cond_fps or cond_frame_stride
         "text_scale": options.text_scale,
         "image_scale": options.image_scale,
         "guidance_rescale": guidance_rescale,
@@ -172,11 +173,11 @@ def _read_input_image(image: ImageInput, what: str) -> np.ndarray:
 
 def load_animate_model(name, device: torch.device, dtype: torch.dtype, options: AnimateOptions):
     """Resolve ``--model`` and load it; interp-only options are refused before any weights load."""
-    from vidforge.animate.model import CONFIGS, load_model
+    from vidforge.animate.model import PRESET_CONFIGS, load_model
     from vidforge.core.models import resolve_model
 
     source = resolve_model(name, "animate")
-    known = CONFIGS.get(source.name.removeprefix("dynamicrafter-")) if source.preset else None
+    known = PRESET_CONFIGS.get(source.name)
     if known is not None:
         check_options_for_config(options, known)
     try:
@@ -185,6 +186,28 @@ def load_animate_model(name, device: torch.device, dtype: torch.dtype, options: 
         raise VidforgeError(
             f"--model {source.name}: out of GPU memory while loading (try --dtype fp16, or a smaller model)"
         ) from e
+
+
+def check_schedule(model, name: str) -> None:
+    """The checkpoint's own noise-schedule buffers must match the config's schedule."""
+    bad = schedule_mismatches(model.config, getattr(model, "schedule", None) or {})
+    if bad:
+        raise VidforgeError(
+            f"--model {name}: the checkpoint's {' and '.join(bad)} do not match the {model.config.name!r} "
+            "release settings (zero-SNR, dynamic rescale); is it a different DynamiCrafter release?"
+        )
+
+
+def _vae_to_fp32(vae) -> None:
+    """Cast the VAE to fp32 without diffusers' warning about casting with ``to()``."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        vae.to(torch.float32)
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def check_options_for_config(options: AnimateOptions, config) -> None:
@@ -230,7 +253,7 @@ def preprocess_image(image: np.ndarray, height: int, width: int) -> torch.Tensor
     new_w, new_h = max(width, round(w0 * scale)), max(height, round(h0 * scale))
     resized = resize_frames(image[None], (new_w, new_h))[0]
     top, left = (new_h - height) // 2, (new_w - width) // 2
-    crop = np.ascontiguousarray(resized[top : top + height, left : left + width])
+    crop = np.array(resized[top : top + height, left : left + width])  # a writable copy
     return to_tensor(crop[None])
 
 

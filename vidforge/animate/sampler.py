@@ -148,6 +148,27 @@ def schedule_for_config(config, steps: int) -> DDIMSchedule:
     )
 
 
+def schedule_mismatches(config, buffers: dict, atol: float = 1e-4) -> list[str]:
+    """Names of the checkpoint's schedule buffers (``alphas_cumprod``, ``scale_arr``) that disagree
+    with the schedule built from ``config`` — a sign the wrong release config was picked."""
+    ours = {
+        "alphas_cumprod": alphas_cumprod_from_betas(
+            make_betas(config.linear_start, config.linear_end, config.num_train_timesteps, config.zero_snr)
+        )
+    }
+    if config.dynamic_rescale_base is not None:
+        ours["scale_arr"] = dynamic_rescale_arr(config.dynamic_rescale_base, config.num_train_timesteps)
+    bad = []
+    for name, theirs in buffers.items():
+        if name not in ("alphas_cumprod", "scale_arr") or theirs is None or theirs.is_meta:
+            continue
+        mine = ours.get(name)
+        theirs = theirs.detach().float().cpu()
+        if mine is None or mine.shape != theirs.shape or not torch.allclose(mine, theirs, atol=atol):
+            bad.append(name)
+    return bad
+
+
 # ----------------------------------------------------------------------------------------- guidance
 
 
