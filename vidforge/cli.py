@@ -237,17 +237,32 @@ def animate(
         float, typer.Option(help="Text CFG scale.", rich_help_panel="Guidance")
     ] = AnimateOptions.text_scale,
     image_scale: Annotated[
-        float | None, typer.Option(help="Image CFG scale (multi-condition CFG).", rich_help_panel="Guidance")
+        float | None,
+        typer.Option(
+            help="Image CFG scale s_img: e_u + s_img(e_img - e_u) + s_txt(e_c - e_img); unset: plain text CFG.",
+            rich_help_panel="Guidance",
+        ),
     ] = None,
     guidance_rescale: Annotated[
         float | None,
         typer.Option(help="Guidance rescale (default 0.7 for 512/1024).", rich_help_panel="Guidance"),
     ] = None,
     eta: Annotated[float, typer.Option(help="DDIM eta.")] = AnimateOptions.eta,
-    fps: Annotated[int | None, typer.Option(help="fps conditioning (512/1024 models).")] = None,
-    frame_stride: Annotated[int | None, typer.Option(help="Frame-stride conditioning (256 model).")] = None,
+    fps: Annotated[
+        int | None,
+        typer.Option(
+            help="fps conditioning, 512/1024 models (default 24/10; lower = more motion); also the output fps."
+        ),
+    ] = None,
+    frame_stride: Annotated[
+        int | None,
+        typer.Option(help="Frame-stride conditioning, 256 model (default 3; higher = more motion)."),
+    ] = None,
     end_image: Annotated[Path | None, typer.Option(help="Interp model: the last frame.")] = None,
-    loop: Annotated[bool, typer.Option(help="Interp model: loop back to the input image.")] = False,
+    loop: Annotated[
+        bool,
+        typer.Option(help="Interp model: loop back to the input image (the repeated last frame is dropped)."),
+    ] = False,
     height: Annotated[int | None, typer.Option(help="Output height (multiple of 64).")] = None,
     width: Annotated[int | None, typer.Option(help="Output width (multiple of 64).")] = None,
     decode_per_frame: Annotated[bool, typer.Option(help="Decode one frame at a time (less memory).")] = False,
