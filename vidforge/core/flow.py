@@ -72,14 +72,15 @@ def _raft():
 def raft_flows(frames_a: np.ndarray, frames_b: np.ndarray, model=None) -> np.ndarray:
     """RAFT flow for each pair of ``(B, H, W, 3)`` uint8 frames -> ``(B, H, W, 2)`` float32.
 
-    Frames are scaled to [-1, 1] (torchvision's RAFT preset) and edge-padded to multiples of 8."""
+    Frames are scaled to [-1, 1] (torchvision's RAFT preset) and edge-padded to multiples of 8, and
+    to at least 128 pixels (RAFT's correlation pyramid needs 16x16 feature maps)."""
     import torch
     import torch.nn.functional as F
 
     model = model if model is not None else _raft()
     device = next(model.parameters()).device
     h, w = frames_a.shape[1:3]
-    pad = (0, (-w) % 8, 0, (-h) % 8)
+    pad = (0, max((-w) % 8, 128 - w), 0, max((-h) % 8, 128 - h))
     out = []
     with torch.no_grad():
         for i in range(0, len(frames_a), RAFT_BATCH):

@@ -51,7 +51,8 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """KID's kernel ``k(x, y) = (xᵀy / D + 1)³``."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
+    k = x @ y.T / x.shape[1] + 1.0
+    return k * k * k
 
 
 def kernel_distance(
@@ -96,8 +97,12 @@ def find_i3d(path: str | None) -> Path:
 
 def load_i3d(path: Path, device: torch.device):
     """Load a TorchScript I3D feature extractor (never a pickle)."""
+    import warnings
+
     try:
-        return torch.jit.load(str(path), map_location=device).eval()
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format I3D ships in
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location=device).eval()
     except Exception as e:
         raise VidforgeError(f"--i3d {str(path)!r}: not a TorchScript I3D model ({type(e).__name__})") from e
 

@@ -12,9 +12,9 @@ VIDEO_FILE_SUFFIXES = {".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv", ".m4v"}
 
 def is_png_sequence(path: Path) -> bool:
     """A folder of PNG frames (as ``VideoWriter`` writes them) and no video files."""
-    if not path.is_dir() or not any(path.glob("*.png")):
+    if not path.is_dir() or not any(p.is_file() for p in path.glob("*.png")):
         return False
-    return not any(p.suffix.lower() in VIDEO_FILE_SUFFIXES for p in path.iterdir())
+    return not any(p.suffix.lower() in VIDEO_FILE_SUFFIXES or p.is_dir() for p in path.iterdir())
 
 
 def expand_inputs(items: list[str], what: str = "video") -> list[Path]:

@@ -30,7 +30,7 @@ def pic(image_in: np.ndarray, frames: np.ndarray, distance: Distance, batch_size
     from vidforge.core.video_io import resize_frames
 
     h, w = frames.shape[1:3]
-    x_in = resize_frames(image_in[None], (w, h))
+    x_in = np.array(resize_frames(image_in[None], (w, h)))
     x_in = torch.from_numpy(np.ascontiguousarray(x_in)).permute(0, 3, 1, 2).float() / 255.0
     per_frame: list[float] = []
     with torch.no_grad():

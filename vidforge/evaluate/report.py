@@ -65,10 +65,17 @@ class Report:
 
     @property
     def errors(self) -> list[str]:
+        """One line per failure; a failure shared by several videos (missing weights) is said once."""
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for v in self.videos:
+            for name, m in v.metrics.items():
+                if m.error:
+                    grouped.setdefault((name, m.error), []).append(v.video)
         out = [
-            f"{v.video}: {name}: {m.error}" for v in self.videos for name, m in v.metrics.items() if m.error
+            f"{names[0] if len(names) == 1 else f'{len(names)} videos'}: {metric}: {error}"
+            for (metric, error), names in grouped.items()
         ]
-        return list(dict.fromkeys(out + [f"{name}: {m.error}" for name, m in self.sets.items() if m.error]))
+        return out + [f"{name}: {m.error}" for name, m in self.sets.items() if m.error]
 
     def mean(self) -> dict[str, MetricResult]:
         """Mean of each per-video metric over the videos where it succeeded."""
