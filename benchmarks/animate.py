@@ -157,6 +157,26 @@ def bench_one(model, size: str, backend: str, args, device, dtype) -> dict:
     return row
 
 
+def count_flops(args) -> list[dict]:
+    """FLOPs of one CFG step (2 branches) of the full-size UNet, on meta tensors (any machine)."""
+    model = build_model("512", "meta")
+    rows = []
+    for size in args.sizes.split(",") if args.sizes else ["512", "1024"]:
+        height, width = SIZES[size]
+        inputs = unet_inputs(model, args.frames, height, width, 2, torch.device("meta"), torch.float32)
+        flops = unet_flops(model, inputs)
+        steps = args.steps or 50
+        row = {"size": f"{height}x{width}", "frames": args.frames, "unet_tflop_per_step": sig(flops / 1e12)}
+        row[f"unet_tflop_per_video_{steps}_steps"] = sig(flops * steps / 1e12)
+        if size in ANCHORS_A100:  # throughput the anchor implies, and what the H100 target needs
+            anchor_s = ANCHORS_A100[size][0]
+            row["a100_anchor_tflops"] = sig(flops * steps / anchor_s / 1e12)
+            row["h100_target_tflops"] = sig(flops * steps / (0.35 * anchor_s) / 1e12)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -166,7 +186,14 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--unet-repeats", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
+    parser.add_argument(
+        "--count-flops",
+        action="store_true",
+        help="only count full-size UNet FLOPs per step (meta tensors, no GPU)",
+    )
     args = parser.parse_args(argv)
+    if args.count_flops:
+        return count_flops(args)
 
     cuda = torch.cuda.is_available() and args.device != "cpu"
     device = torch.device("cuda" if cuda else "cpu")
