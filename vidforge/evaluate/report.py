@@ -133,6 +133,10 @@ def print_table(report: Report) -> None:
     from vidforge.core.progress import stderr
 
     names, rows = _rows(report)
+    short = [Path(v.video).name for v in report.videos]
+    if len(set(short)) == len(short):  # file names are enough when they are unique
+        rows = [(short[i], m) if i < len(short) else (label, m) for i, (label, m) in enumerate(rows)]
+    last_video = rows[len(report.videos) - 1][0]
     table = Table(title=f"vidforge evaluate ({report.seconds:.1f} s)", title_justify="left")
     table.add_column("video", overflow="fold")
     for name in names:
@@ -142,7 +146,7 @@ def print_table(report: Report) -> None:
         for name in names:
             m = metrics.get(name)
             cells.append("" if m is None else ("failed" if m.error else f"{m.value:.4f}"))
-        table.add_row(label, *cells, end_section=label == report.videos[-1].video)
+        table.add_row(label, *cells, end_section=label == last_video)
     stderr.print(table)
     variants = {name: m.variant for _, metrics in rows for name, m in metrics.items()}
     for name, variant in variants.items():

@@ -1,0 +1,158 @@
+"""``vidforge evaluate`` from the command line: known answers on synthetic PNG-sequence videos
+(lossless), the JSON shape, CSV and plot files, and one-line errors for bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.test_evaluate_metrics import alternate_gain, shifted_error, sliding_frames
+from vidforge.cli import main
+from vidforge.core.video_io import write_video
+
+
+def evaluate(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", *map(str, args)])
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+@pytest.fixture
+def videos(tmp_path):
+    """source (sliding texture), output (same frames, alternating brightness), constant, black/white."""
+    source = sliding_frames(num_frames=6, shift=(2, 1))
+    output = alternate_gain(source)
+    paths = {
+        "source": write_video(tmp_path / "source.png", source, fps=8),
+        "output": write_video(tmp_path / "output.png", output, fps=8),
+        "constant": write_video(tmp_path / "constant.png", np.full((5, 32, 32, 3), 90, np.uint8), fps=8),
+        "black_white": write_video(
+            tmp_path / "bw.png",
+            np.stack([np.zeros((32, 32, 3)), np.full((32, 32, 3), 255)] * 3).astype(np.uint8),
+            8,
+        ),
+    }
+    expected = np.mean([shifted_error(output, t, t + 1, (2, 1), "l2") for t in range(5)])
+    return paths, expected
+
+
+def test_weight_free_metrics_known_answers_json(videos, capsys):
+    paths, expected = videos
+    code, out, err = evaluate([paths["output"], "--source", paths["source"], "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)  # stdout holds the JSON object and nothing else
+    assert set(doc) == {"video", "metrics"} and doc["video"] == str(paths["output"])
+    m = doc["metrics"]
+    assert set(m) == {"warp-error", "flicker", "motion", "repetition"}
+    for result in m.values():
+        assert isinstance(result["value"], float) and isinstance(result["variant"], str)
+        assert all(isinstance(v, float) for v in result["per_frame"])
+    assert m["warp-error"]["value"] == pytest.approx(expected, rel=0.1)
+    assert m["warp-error"]["flow"] == "dis" and m["warp-error"]["flow_on"] == "source"
+    assert "DIS" in m["warp-error"]["variant"] and len(m["warp-error"]["per_frame"]) == 5
+    assert m["motion"]["value"] == pytest.approx(np.sqrt(5), rel=0.05)
+    assert m["repetition"]["value"] < 0.1
+
+
+def test_warp_error_without_source_says_so(videos, capsys):
+    paths, _ = videos
+    code, out, _ = evaluate([paths["source"], "--metric", "warp-error", "--json"], capsys)
+    result = json.loads(out)["metrics"]["warp-error"]
+    assert code == 0 and result["flow_on"] == "video" and "no --source" in result["variant"]
+    assert result["value"] < 2e-3
+
+
+def test_flicker_constant_and_black_white_and_mean_row(videos, capsys, tmp_path):
+    paths, _ = videos
+    args = [paths["constant"], paths["black_white"], "-m", "flicker", "-m", "repetition", "--json"]
+    code, out, _ = evaluate([*args, "--csv", tmp_path / "s.csv", "--plot", tmp_path / "p.png"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and set(doc) == {"videos", "mean"}
+    constant, black_white = (v["metrics"]["flicker"]["value"] for v in doc["videos"])
+    assert constant == 1.0 and black_white == 0.0
+    assert doc["mean"]["video"] == "mean"
+    assert doc["mean"]["metrics"]["flicker"]["value"] == pytest.approx(0.5)
+    assert doc["mean"]["metrics"]["flicker"]["n"] == 2
+    rows = (tmp_path / "s.csv").read_text().splitlines()
+    assert rows[0] == "video,flicker,repetition" and rows[3].startswith("mean,0.5,")
+    assert rows[-1].startswith("variant,")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_folder_and_list_inputs_and_table(videos, capsys, tmp_path):
+    paths, _ = videos
+    folder = tmp_path / "outs"
+    folder.mkdir()
+    for name in ("a", "b"):
+        write_video(folder / f"{name}.png", np.full((3, 16, 16, 3), 50, np.uint8), fps=8)
+    listing = tmp_path / "list.txt"
+    listing.write_text("# outputs\nouts/a.png\n\nbw.png\n")
+    code, out, err = evaluate([folder, listing, "-m", "flicker"], capsys)
+    assert code == 0 and out == ""  # the table goes to stderr, stdout stays clean
+    assert "mean" in err and "VBench temporal flickering" in err
+    assert err.count("a.png") == 1 and "b.png" in err and "bw.png" in err  # duplicates dropped
+
+
+def test_looping_video_has_high_repetition(capsys, tmp_path):
+    clip = sliding_frames(num_frames=4, shift=(3, 0))
+    loop = write_video(tmp_path / "loop.png", np.concatenate([clip] * 3), fps=8)
+    code, out, _ = evaluate([loop, "-m", "repetition", "--json"], capsys)
+    result = json.loads(out)["metrics"]["repetition"]
+    assert code == 0 and result["value"] > 0.9 and result["lag"] == 4
+
+
+def test_failed_metric_alone_exit_1(videos, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    paths, _ = videos
+    code, out, err = evaluate([paths["constant"], "-m", "flicker", "-m", "clip-frame", "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 1
+    assert doc["metrics"]["flicker"]["value"] == 1.0
+    assert (
+        doc["metrics"]["clip-frame"]["value"] is None
+        and "ViT-L-14" in doc["metrics"]["clip-frame"]["variant"]
+    )
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "clip-frame" in lines[0]
+
+
+def test_corrupt_file_is_one_line_error(capsys, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 10)
+    code, out, err = evaluate([bad], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("error: cannot decode video") and len(err.strip().splitlines()) == 1
+
+
+def test_mismatched_source_length(videos, capsys):
+    paths, _ = videos
+    code, out, err = evaluate([paths["constant"], "--source", paths["source"], "-m", "warp-error"], capsys)
+    assert code == 1
+    assert "has 6 frames but the video has 5" in err and "--max-frames 5" in err
+    code, _, err = evaluate(
+        [paths["constant"], "--source", paths["source"], "-m", "warp-error", "--max-frames", "5", "-q"],
+        capsys,
+    )
+    assert code == 0 and err == ""  # same length and, after resizing the source, same size
+
+
+@pytest.mark.parametrize(
+    "args, code, fragment",
+    [
+        (["-m", "sharpness"], 2, "unknown metric sharpness"),
+        (["-m", "clip-text"], 2, "--metric clip-text needs --prompt"),
+        (["-m", "fvd"], 2, "--metric fvd needs --source"),
+        (["--plot", "scores.jpg"], 1, "--plot 'scores.jpg': the file name must end in .png"),
+        (["--flow", "farneback"], 2, "--flow must be dis or raft"),
+    ],
+)
+def test_bad_options(videos, capsys, args, code, fragment):
+    paths, _ = videos
+    got, out, err = evaluate([paths["constant"], *args], capsys)
+    assert got == code and out == "" and fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_input(capsys, tmp_path):
+    code, _, err = evaluate([tmp_path / "nope.mp4"], capsys)
+    assert code == 1 and "does not exist" in err
