@@ -249,6 +249,8 @@ def test_downsampled_flow_scales_vectors_by_one_eighth():
 def test_pixel_fusion_with_input_flow_maps_previous_frame_onto_current():
     frames = textured_frames(3, 64, 64, shift=(2, 0))
     flows = input_flows(frames)
+    assert flows.indices == [0, 1, 2]
+    assert np.array_equal(input_flows(frames, [1]).flow[0], flows.flow[1])  # per-chunk = whole video
     assert np.median(flows.flow[1][..., 0]) == pytest.approx(-2.0, abs=0.2)  # frame 1 -> 0: 2 px left
     assert flows.valid[0].sum() == 0 and flows.valid[1].mean() > 0.8
     garbage = np.zeros_like(frames[1])

@@ -181,13 +181,11 @@ class StylizePipeline:
         # 1. Encode the style prompt and the null prompt
         text = self.encode_prompt(options.style)
 
-        # 2. Optical flow on the input video (only if a temporal mechanism is on)
+        # 2. Temporal mechanisms in use (flow on the input video is computed chunk by chunk)
         fuse_steps = (
             fuse_window_steps(options.steps, options.fuse_window) if options.fuse_strength > 0 else range(0)
         )
-        flows = (
-            input_flows(frames, options.flow, bars) if (len(fuse_steps) or options.deflicker > 0) else None
-        )
+        need_flow = len(fuse_steps) > 0 or options.deflicker > 0
 
         # 3. CLIP encoder of the sampling optimization (nothing is loaded when λ = 0)
         clip_on = options.clip_guidance > 0 and options.clip_steps > 0
@@ -202,6 +200,7 @@ class StylizePipeline:
         for start in bars.track(starts, "chunks", total=len(starts)):
             chunk = frames[start : start + options.batch_frames]
             indices = list(range(start, start + len(chunk)))
+            flows = input_flows(frames, indices, options.flow) if need_flow else None
             # 5. Denoise the chunk
             latents = self.denoise_chunk(
                 chunk, indices, noise, text, flows, fuse_steps, clip, options, generator, carry, bars
@@ -230,7 +229,7 @@ class StylizePipeline:
         attn_latents = image_latents
         target_embeds = clip.encode_images(to_tensor(chunk, self.device).add(1).div(2)) if clip else None
         flow_latents = (
-            [flows.latent(f, latent_size, self.device) for f in indices] if len(fuse_steps) else None
+            [flows.latent(k, latent_size, self.device) for k in range(num)] if len(fuse_steps) else None
         )
         # 5.3 Latents
         latents = noise.expand(num, -1, -1, -1) * scheduler.init_noise_sigma
@@ -291,7 +290,7 @@ class StylizePipeline:
         for k, f in enumerate(indices):
             current = out[k]
             if prev is not None and f > 0:
-                current = fuse_pixels(current, prev, flows.flow[f], flows.valid[f], strength)
+                current = fuse_pixels(current, prev, flows.flow[k], flows.valid[k], strength)
             fused.append(current)
             prev = current
         return np.stack(fused)

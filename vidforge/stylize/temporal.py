@@ -26,30 +26,36 @@ LATENT_FACTOR = 8  # VAE downsampling
 
 @dataclass
 class FrameFlows:
-    """Per-frame backward flow ``(F, H, W, 2)`` (frame t -> t-1; frame 0 is zeros) and validity
-    ``(F, H, W)`` float in {0, 1} (frame 0 is all zeros: nothing to fuse with)."""
+    """Backward flow ``(n, H, W, 2)`` (frame t -> t-1) and validity ``(n, H, W)`` float in {0, 1}
+    for the frames ``indices`` (one chunk, so memory stays bounded in video length). Frame 0 has
+    zero flow and zero validity: nothing to fuse with."""
 
+    indices: list[int]
     flow: np.ndarray
     valid: np.ndarray
 
-    def latent(self, index: int, latent_size: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flow ``(h, w, 2)`` in latent pixels and validity ``(1, h, w)`` for frame ``index``."""
-        flow = downsample_flow(torch.from_numpy(self.flow[index]), latent_size)
-        valid = torch.from_numpy(self.valid[index])[None, None]
+    def latent(self, k: int, latent_size: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flow ``(h, w, 2)`` in latent pixels and validity ``(1, h, w)`` of the chunk's k-th frame."""
+        flow = downsample_flow(torch.from_numpy(self.flow[k]), latent_size)
+        valid = torch.from_numpy(self.valid[k])[None, None]
         valid = F.interpolate(valid, size=latent_size, mode="area")[0]
         return flow.to(device), valid.to(device)
 
 
-def input_flows(frames: np.ndarray, method: str = "dis", progress=None) -> FrameFlows:
-    """Flows and occlusion for ``(F, H, W, 3)`` uint8 input frames (see module docstring)."""
-    forward, backward = video_flows(frames, method, progress)
-    num, height, width = frames.shape[:3]
-    flow = np.zeros((num, height, width, 2), np.float32)
-    valid = np.zeros((num, height, width), np.float32)
-    for t in range(1, num):
-        flow[t] = backward[t - 1]  # frame t -> frame t-1
-        valid[t] = ~occlusion_mask(backward[t - 1], forward[t - 1])
-    return FrameFlows(flow, valid)
+def input_flows(frames: np.ndarray, indices: list[int] | None = None, method: str = "dis") -> FrameFlows:
+    """Flows and occlusion of ``(F, H, W, 3)`` uint8 input frames ``indices`` (default: all)
+    to their previous frame (see the module docstring)."""
+    indices = list(range(len(frames))) if indices is None else list(indices)
+    height, width = frames.shape[1:3]
+    flow = np.zeros((len(indices), height, width, 2), np.float32)
+    valid = np.zeros((len(indices), height, width), np.float32)
+    for k, t in enumerate(indices):
+        if t == 0:
+            continue
+        forward, backward = video_flows(frames[t - 1 : t + 1], method)
+        flow[k] = backward[0]  # frame t -> frame t-1
+        valid[k] = ~occlusion_mask(backward[0], forward[0])
+    return FrameFlows(indices, flow, valid)
 
 
 def downsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
