@@ -185,9 +185,14 @@ def stylize(
     deflicker: Annotated[
         float, typer.Option(help="Pixel fusion strength after decoding; 0 = off.", rich_help_panel="Temporal")
     ] = StylizeOptions.deflicker,
-    batch_frames: Annotated[int, typer.Option(help="Frames per UNet batch.")] = StylizeOptions.batch_frames,
+    batch_frames: Annotated[
+        int, typer.Option(help="Frames per UNet call (x4 branches): faster on GPU, more memory.")
+    ] = StylizeOptions.batch_frames,
     max_frames: Annotated[int | None, typer.Option(help="Only the first N frames.")] = None,
     resize: Resize = None,
+    vae_tiling: Annotated[
+        bool, typer.Option(help="Tile the VAE for very large frames.", rich_help_panel="Hardware")
+    ] = StylizeOptions.vae_tiling,
     device: Device = StylizeOptions.device,
     dtype: Dtype = StylizeOptions.dtype,
     attention: Attention = StylizeOptions.attention,
@@ -207,9 +212,9 @@ def stylize(
         StylizeOptions(
             style=style, model=model, steps=steps, seed=seed, image_scale=image_scale, text_scale=text_scale,
             attn_scale=attn_scale, text_branch=text_branch, clip_guidance=clip_guidance, clip_steps=clip_steps,
-            clip_model=clip_model, scheduler=scheduler, fuse_window=(lo, hi), fuse_strength=fuse_strength, deflicker=deflicker,
-            batch_frames=batch_frames, max_frames=max_frames, resize=parse_size(resize), device=device,
-            dtype=dtype, attention=attention,
+            clip_model=clip_model, scheduler=scheduler, fuse_window=(lo, hi), fuse_strength=fuse_strength,
+            deflicker=deflicker, batch_frames=batch_frames, max_frames=max_frames, resize=parse_size(resize),
+            vae_tiling=vae_tiling, device=device, dtype=dtype, attention=attention,
         )
     )  # fmt: skip
     output = _prepare_output(output, _default_output(input, "stylized"), overwrite)
