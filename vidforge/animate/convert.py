@@ -197,7 +197,7 @@ def convert_state_dict(state_dict: dict, config) -> tuple[dict, dict]:
             unknown.append(key)
     if unknown:
         raise VidforgeError(
-            f"checkpoint has {len(unknown)} names that DynamiCrafter-{config.name} does not have: {_names(unknown)} "
+            f"checkpoint has names that DynamiCrafter-{config.name} does not have ({len(unknown)}): {_names(unknown)} "
             "(is it a DynamiCrafter model.ckpt of that release? pass the matching --model preset)"
         )
     return weights, schedule
