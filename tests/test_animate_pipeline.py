@@ -241,6 +241,22 @@ def test_failed_run_leaves_no_output(tmp_path, image_path):
     assert not out.exists()
 
 
+def test_decode_per_frame_matches_chunked_decode(image_path):
+    model = StubDynamiCrafter()
+    chunked = run(image_path, fast(), model=model).frames
+    per_frame = run(image_path, fast(decode_per_frame=True), model=model).frames
+    assert np.abs(chunked.astype(int) - per_frame.astype(int)).max() <= 1
+
+
+def test_nan_decode_is_an_error_and_leaves_no_file(tmp_path, image_path):
+    model = StubDynamiCrafter()
+    model.vae.decoder.conv_out.register_forward_hook(lambda module, inputs, out: out * float("nan"))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(VidforgeError, match="NaN"):
+        run(image_path, fast(), output=out, model=model)
+    assert not out.exists() and list(tmp_path.glob(".out*")) == []
+
+
 def test_checkpoint_schedule_must_match_config(image_path):
     from vidforge.animate.sampler import alphas_cumprod_from_betas, make_betas
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidforge.animate.options import FRAME_STRIDE_OUTPUT_FPS, VAE_DECODE_CHUNK, AnimateOptions
+from vidforge.animate.options import FRAME_STRIDE_OUTPUT_FPS, VAE_DECODE_PIXELS, AnimateOptions
 from vidforge.animate.sampler import CFGDenoiser, sample_ddim, schedule_for_config, schedule_mismatches
 from vidforge.core.options import Result, check
 from vidforge.errors import VidforgeError
@@ -56,7 +56,10 @@ def run(
 
     # 1. Load the model (preset, hub id or local checkpoint; `tiny` = seeded random weights)
     if model is None:
-        model, model_name = load_animate_model(options.model, device, dtype, options)
+        # GPU: half-precision weights under autocast. CPU: fp32 weights, bf16 only through autocast
+        # (CPU kernels refuse fp32 activations with bf16 norm weights).
+        weights_dtype = dtype if device.type == "cuda" else torch.float32
+        model, model_name = load_animate_model(options.model, device, weights_dtype, options)
     else:
         model_name = getattr(model.config, "name", type(model).__name__)
     config = model.config
@@ -121,7 +124,7 @@ def run(
 
     # 8. Decode in chunks (fp32 VAE by default) and 9. stream the frames to the output
     out_fps = output_fps(config, fps_cond)
-    chunk = 1 if options.decode_per_frame else VAE_DECODE_CHUNK
+    chunk = 1 if options.decode_per_frame else max(1, VAE_DECODE_PIXELS // (height * width))
     vae_dtype = torch.float32 if options.vae_fp32 else model.vae.dtype
     frames = write_frames(model.vae, latents, chunk, vae_dtype, output, out_fps, bars)
 
