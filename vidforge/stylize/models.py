@@ -120,7 +120,7 @@ def load_pretrained(source: ModelSource, dtype: torch.dtype) -> Components:
     missing = [sub for sub in SUBFOLDERS if not (folder / sub).is_dir()]
     if missing:
         raise VidforgeError(
-            f"--model {source.name}: {folder} is not a diffusers InstructPix2Pix folder (missing {', '.join(missing)}/)"
+            f"--model {source.name}: {folder} is not a diffusers InstructPix2Pix folder (missing {', '.join(m + '/' for m in missing)})"
         )
     try:
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
