@@ -38,7 +38,7 @@ def run(
     ``DynamiCrafter`` (skips loading). ``overrides`` replace option fields
     (``run(img, prompt="waves")``).
     """
-    from vidforge.core.attention import select_backend
+    from vidforge.core.attention import apply_attention_backend, select_backend
     from vidforge.core.device import make_generator, randn, select_device, select_dtype
     from vidforge.core.progress import Bars, Timer
 
@@ -50,7 +50,10 @@ def run(
     options.validate()
     first = _read_input_image(image, "image")
     last = _read_input_image(options.end_image, "--end-image") if options.end_image else None
-    device = select_device(options.device)
+    if model is not None and options.device == "auto":  # a loaded model stays where it is
+        device = next(model.parameters()).device
+    else:
+        device = select_device(options.device)
     dtype = select_dtype(device, options.dtype)
     backend = select_backend(options.attention, device)
 
@@ -67,6 +70,7 @@ def run(
     check_schedule(model, model_name)
     if options.vae_fp32 and model.vae.dtype != torch.float32:
         _vae_to_fp32(model.vae)  # fp16 VAE decodes give NaNs (a known DynamiCrafter complaint)
+    apply_attention_backend(model.vae, backend)  # our UNet/Resampler read the backend at call time
 
     # 2. Per-model settings: size, fps conditioning, guidance rescale
     height, width = options.height or config.resolution[0], options.width or config.resolution[1]
