@@ -312,6 +312,16 @@ def test_cli_bad_inputs_exit_codes(tmp_path, image_path):
     assert r.exit_code == 1 and "does not exist" in r.output
     r = _cli(["animate", str(image_path), "--model", "tiny", "--frames", "0", "-o", str(out)])
     assert r.exit_code == 2 and "--frames" in r.output
+    # Options a release cannot take are refused before its weights are looked up (exit 2, not 1).
+    for argv, match in [
+        (["--model", "dynamicrafter-512", "--loop"], "interpolation model"),
+        (["--model", "dynamicrafter-256", "--fps", "8"], "--frame-stride"),
+        (["--model", "dynamicrafter-1024", "--frame-stride", "3"], "--fps"),
+        (["--model", "tiny", "--steps", "5000"], "--steps"),
+    ]:
+        r = _cli(["animate", str(image_path), "-o", str(out), "--device", "cpu", *argv])
+        assert r.exit_code == 2 and match in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1
     assert not out.exists()
 
 
