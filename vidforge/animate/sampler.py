@@ -13,7 +13,9 @@ Facts followed (the authors' ``lvdm/models/samplers/ddim.py`` and ``ddpm3d.py``)
 * betas ``scaled_linear`` 0.00085-0.012 (lvdm's "linear" = linspace of square roots, squared);
   512/1024 rescale them to zero terminal SNR (Lin et al. 2023, Algorithm 1), so ᾱ_999 = 0;
 * DDIM timesteps: 256 "uniform" = diffusers ``leading`` with offset 1 (1, 21, ..., 981 at 50
-  steps); 512/1024 "uniform_trailing" = diffusers ``trailing`` (19, 39, ..., 999);
+  steps); 512/1024 "uniform_trailing" = diffusers ``trailing`` (19, 39, ..., 999). When 1000 is
+  not a multiple of the step count, lvdm's "uniform" runs ``ceil(1000 / (1000 // S))`` steps
+  (31 for S = 30); we run exactly S (the same grid without its top step);
 * ᾱ_prev of a step is ᾱ at the next timestep of the schedule, and ᾱ_0 (not 1) after the last step;
 * σ_t = η·sqrt((1-ᾱ_prev)/(1-ᾱ_t)·(1-ᾱ_t/ᾱ_prev)) (Song et al. 2021, eq. 16);
 * dynamic rescale: training scales x0 by ``scale_arr[t]`` with
