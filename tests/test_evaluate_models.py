@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.test_evaluate_metrics import sliding_frames
+from vidforge.core.progress import Bars
 from vidforge.core.video_io import write_video
 from vidforge.errors import VidforgeError
 from vidforge.evaluate import EvaluateOptions, clip_metrics, fvd, perceptual, run
@@ -284,21 +286,26 @@ def test_raft_flows_pad_and_batch_with_random_model():
     assert out.shape == (2, 36, 28, 2) and out.dtype == np.float32
 
 
-def test_flow_cache_computes_each_pair_once(monkeypatch):
+def test_flows_computed_once_and_shared_by_warp_error_and_motion(tmp_path, monkeypatch):
     from vidforge.evaluate import pipeline
 
     calls = []
-    real = pipeline.compute_flow
+    real = pipeline._dis_flow
 
-    def counting(a, b, method):
-        calls.append(method)
-        return real(a, b, method)
+    def counting(a, b):
+        calls.append(1)
+        return real(a, b)
 
-    monkeypatch.setattr(pipeline, "compute_flow", counting)
-    from vidforge.core.progress import Bars
-
-    cache = FlowCache(moving_frames(4), "dis", Bars())
-    first = cache(0, 3)
-    assert cache(0, 3) is first and len(calls) == 1
-    cache(1, 2), cache(2, 1), cache.consecutive()
-    assert len(calls) == 1  # consecutive pairs come from one video_flows pass
+    monkeypatch.setattr(pipeline, "_dis_flow", counting)
+    video = write_video(tmp_path / "v.png", sliding_frames(5, shift=(2, 1)), fps=8)
+    m = run([str(video)], EvaluateOptions(metrics=("warp-error", "motion"))).videos[0].metrics
+    assert len(calls) == 2 * 4  # forward + backward for each of the 4 pairs, none again for motion
+    assert m["motion"].value == pytest.approx(np.sqrt(5), rel=0.05)  # the window moves (2, 1) px
+    # serial and threaded DIS give the same flows
+    frames = moving_frames(4)
+    serial = list(FlowCache(frames, "dis", Bars(), workers=1).consecutive())
+    threaded = list(FlowCache(frames, "dis", Bars(), workers=3).consecutive())
+    assert all(
+        np.array_equal(s[0], t[0]) and np.array_equal(s[1], t[1])
+        for s, t in zip(serial, threaded, strict=True)
+    )

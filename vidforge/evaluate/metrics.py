@@ -7,14 +7,14 @@ on frame a's grid and ``warp(b, w_ab)`` aligns frame b onto frame a. Every funct
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 
 import numpy as np
 
 from vidforge.core.flow import occlusion_mask, warp
 
-# (a, b) -> flow w_ab, computed once per pair on the video that defines motion (source or output)
-FlowFn = Callable[[int, int], np.ndarray]
+# (w_ab, w_ba): forward and backward flow of one frame pair, each (H, W, 2)
+FlowPair = tuple[np.ndarray, np.ndarray]
 
 
 def to_unit(frame: np.ndarray) -> np.ndarray:
@@ -48,26 +48,34 @@ def warp_error_pair(
     return float((diff * mask[..., None]).sum() / count)
 
 
-def warp_error(frames: np.ndarray, flow: FlowFn) -> tuple[float, list[float]]:
+def warp_error(frames: np.ndarray, flows: Iterable[FlowPair]) -> tuple[float, list[float]]:
     """Lai et al. 2018 warping error: mean over the F-1 pairs (t, t+1) of the masked MSE between
-    ``O_t`` and ``warp(O_{t+1}, w_{t→t+1})``. Flow comes from ``flow(a, b)`` (the source video's when
-    there is one). Returns the mean and the F-1 per-pair errors."""
+    ``O_t`` and ``warp(O_{t+1}, w_{t→t+1})``.
+
+    ``flows`` yields ``(w_{t→t+1}, w_{t+1→t})`` for t = 0..F-2, in order, from the video that defines
+    the motion (the source video when there is one). Returns the mean and the F-1 per-pair errors."""
     per_pair = []
-    for t in range(len(frames) - 1):
-        w_ab, w_ba = flow(t, t + 1), flow(t + 1, t)
+    for t, (w_ab, w_ba) in enumerate(flows):
         per_pair.append(warp_error_pair(frames[t], frames[t + 1], w_ab, valid_mask(w_ab, w_ba), "l2"))
     return float(np.mean(per_pair)), per_pair
 
 
-def warp_error_dvp(frames: np.ndarray, flow: FlowFn) -> tuple[float, list[float]]:
+def dvp_pairs(num_frames: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The short-term ``(t, t-1)`` and long-term ``(t, 0)`` pairs of :func:`warp_error_dvp`."""
+    return [(t, t - 1) for t in range(1, num_frames)], [(t, 0) for t in range(1, num_frames)]
+
+
+def warp_error_dvp(
+    frames: np.ndarray, short_flows: Iterable[FlowPair], long_flows: Iterable[FlowPair]
+) -> tuple[float, list[float]]:
     """Deep Video Prior variant (Lei et al. 2020): L1 norm, short + long term,
     ``E_t = E_pair(O_t, O_{t-1}) + E_pair(O_t, O_0)`` averaged over t = 1..F-1 (for t = 1 both terms
-    are the same pair). Returns the mean and the F-1 per-frame values."""
+    are the same pair). ``short_flows`` / ``long_flows`` yield ``(w_ab, w_ba)`` for the pairs of
+    :func:`dvp_pairs`, in order. Returns the mean and the F-1 per-frame values."""
     per_frame = []
-    for t in range(1, len(frames)):
+    for t, pairs in enumerate(zip(short_flows, long_flows, strict=True), start=1):
         total = 0.0
-        for b in (t - 1, 0):
-            w_ab, w_ba = flow(t, b), flow(b, t)
+        for b, (w_ab, w_ba) in zip((t - 1, 0), pairs, strict=True):
             total += warp_error_pair(frames[t], frames[b], w_ab, valid_mask(w_ab, w_ba), "l1")
         per_frame.append(total)
     return float(np.mean(per_frame)), per_frame
@@ -87,10 +95,15 @@ def flicker(frames: np.ndarray) -> tuple[float, list[float]]:
     return float(np.mean(per_pair)), per_pair
 
 
-def motion(flows: np.ndarray) -> tuple[float, list[float]]:
-    """Mean optical-flow magnitude in pixels per frame: ``mean_x |w_{t→t+1}(x)|`` per pair, averaged
-    (a weight-free stand-in for VBench's dynamic degree). ``flows``: ``(F-1, H, W, 2)``."""
-    per_pair = [float(np.sqrt((w**2).sum(-1)).mean()) for w in flows]
+def flow_magnitude(flow: np.ndarray) -> float:
+    """``mean_x |w(x)|`` in pixels of one ``(H, W, 2)`` flow."""
+    return float(np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2).mean())
+
+
+def motion(magnitudes: Iterable[float]) -> tuple[float, list[float]]:
+    """Mean optical-flow magnitude in pixels per frame: the mean over pairs (t, t+1) of
+    :func:`flow_magnitude` of ``w_{t→t+1}`` (a weight-free stand-in for VBench's dynamic degree)."""
+    per_pair = [float(m) for m in magnitudes]
     return float(np.mean(per_pair)), per_pair
 
 

@@ -7,46 +7,95 @@ exit 1. Bad inputs (missing or corrupt video, unknown metric) stop the run with 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vidforge.core.flow import compute_flow, video_flows
+from vidforge.core.flow import raft_flows
 from vidforge.core.progress import Bars, Timer
 from vidforge.core.video_io import read_image, read_video, resize_frames
 from vidforge.errors import VidforgeError
 from vidforge.evaluate import clip_metrics, fvd, metrics, perceptual
 from vidforge.evaluate.inputs import expand_inputs, is_image, is_png_sequence
+from vidforge.evaluate.metrics import FlowPair
 from vidforge.evaluate.options import SET_METRICS, EvaluateOptions
 from vidforge.evaluate.report import MetricResult, Report, VideoReport, failure
 
 FLOW_NAMES = {"dis": "OpenCV DIS (medium preset)", "raft": "torchvision RAFT-large (C_T_SKHT_V2)"}
 
 
+FLOW_CHUNK = 8  # frame pairs computed together (in parallel threads for DIS, one batch for RAFT)
+_thread = threading.local()
+
+
+def _dis_flow(frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
+    """DIS flow with one OpenCV DIS object per thread (they are not thread-safe); same preset as
+    ``core.flow.compute_flow``."""
+    import cv2
+
+    if not hasattr(_thread, "dis"):
+        _thread.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (frame_a, frame_b)]
+    return _thread.dis.calc(gray[0], gray[1], None)
+
+
 class FlowCache:
-    """Optical flow of one video, computed at most once per ordered pair ``(a, b)`` and shared by
-    every metric (warp error short/long term, occlusion masks, motion)."""
+    """Optical flow of one video for the metrics that need it.
 
-    def __init__(self, frames: np.ndarray, method: str, bars: Bars):
+    :meth:`pairs` streams ``(w_ab, w_ba)`` for a list of frame pairs, each flow computed once, in
+    chunks (DIS in parallel threads, RAFT batched), so memory stays bounded for long videos. The mean
+    magnitude of every consecutive forward flow is kept on the way, so ``motion`` reuses the flows
+    that ``warp-error`` computed instead of computing them again."""
+
+    def __init__(self, frames: np.ndarray, method: str, bars: Bars, workers: int | None = None):
         self.frames, self.method, self.bars = frames, method, bars
-        self._flows: dict[tuple[int, int], np.ndarray] = {}
+        self.workers = workers or min(8, os.cpu_count() or 1)
+        self.magnitudes: dict[int, float] = {}  # t -> mean |w_{t→t+1}|
 
-    def consecutive(self) -> np.ndarray:
-        """``(F-1, H, W, 2)`` forward flows t -> t+1 (batched, with a progress bar)."""
-        if (0, 1) not in self._flows:
-            forward, backward = video_flows(self.frames, self.method, progress=self.bars)
-            for t in range(len(forward)):
-                self._flows[t, t + 1], self._flows[t + 1, t] = forward[t], backward[t]
-        return np.stack([self._flows[t, t + 1] for t in range(len(self.frames) - 1)])
+    def _submit(self, pool: ThreadPoolExecutor, chunk: list[tuple[int, int]]) -> list[Future]:
+        """Start computing ``w_ab`` and ``w_ba`` for every pair of ``chunk``; returns futures."""
+        pairs = [p for a, b in chunk for p in ((a, b), (b, a))]
+        if self.method == "raft":  # one batched call (GPU); resolved on the calling thread
+            frames_a = np.stack([self.frames[a] for a, _ in pairs])
+            frames_b = np.stack([self.frames[b] for _, b in pairs])
+            done = Future()
+            done.set_result(list(raft_flows(frames_a, frames_b)))
+            return [done]
+        return [pool.submit(_dis_flow, self.frames[a], self.frames[b]) for a, b in pairs]
 
-    def __call__(self, a: int, b: int) -> np.ndarray:
-        if abs(a - b) == 1 and (a, b) not in self._flows:
-            self.consecutive()
-        if (a, b) not in self._flows:
-            self._flows[a, b] = compute_flow(self.frames[a], self.frames[b], self.method)
-        return self._flows[a, b]
+    def pairs(self, pairs: list[tuple[int, int]], description: str = "optical flow") -> Iterator[FlowPair]:
+        """Yield ``(w_ab, w_ba)`` for each ``(a, b)`` in ``pairs``, in order.
+
+        DIS runs in worker threads (OpenCV releases the GIL) one chunk ahead of the consumer, so the
+        metric's own arithmetic overlaps with the next flows."""
+        chunks = [pairs[i : i + FLOW_CHUNK] for i in range(0, len(pairs), FLOW_CHUNK)]
+        with ThreadPoolExecutor(self.workers) as pool:
+            pending = self._submit(pool, chunks[0]) if chunks else []
+            for k in self.bars.track(range(len(chunks)), description):
+                flows = [w for f in pending for w in ([f.result()] if self.method != "raft" else f.result())]
+                pending = self._submit(pool, chunks[k + 1]) if k + 1 < len(chunks) else []
+                for i, (a, b) in enumerate(chunks[k]):
+                    w_ab, w_ba = flows[2 * i], flows[2 * i + 1]
+                    if b == a + 1:
+                        self.magnitudes[a] = metrics.flow_magnitude(w_ab)
+                    elif a == b + 1:
+                        self.magnitudes[b] = metrics.flow_magnitude(w_ba)
+                    yield w_ab, w_ba
+
+    def consecutive(self) -> Iterator[FlowPair]:
+        return self.pairs([(t, t + 1) for t in range(len(self.frames) - 1)])
+
+    def consecutive_magnitudes(self) -> list[float]:
+        """Mean forward-flow magnitude of each pair (t, t+1), computing only what is missing."""
+        missing = [(t, t + 1) for t in range(len(self.frames) - 1) if t not in self.magnitudes]
+        for _ in self.pairs(missing):
+            pass
+        return [self.magnitudes[t] for t in range(len(self.frames) - 1)]
 
 
 class Lazy:
@@ -232,8 +281,11 @@ class VideoScorer:
             flow, flow_on = self._source_flow, f"source video {Path(self.source).name}"
         else:
             flow, flow_on = self.flow, "the video itself (no --source given)"
-        compute = metrics.warp_error if o.warp_variant == "lai" else metrics.warp_error_dvp
-        value, per_frame = compute(self.frames, flow)
+        if o.warp_variant == "lai":
+            value, per_frame = metrics.warp_error(self.frames, flow.consecutive())
+        else:
+            short, long = metrics.dvp_pairs(len(self.frames))
+            value, per_frame = metrics.warp_error_dvp(self.frames, flow.pairs(short), flow.pairs(long))
         if o.warp_variant == "lai":
             form = "Lai et al. 2018: Σ M·(warp(O_t+1) - O_t)² / ΣM, per pixel-channel MSE"
         else:
@@ -257,7 +309,7 @@ class VideoScorer:
 
     def _motion(self) -> MetricResult:
         self._needs_frames("motion", 2)
-        value, per_frame = metrics.motion(self.flow.consecutive())
+        value, per_frame = metrics.motion(self.flow.consecutive_magnitudes())
         h, w = self.frames.shape[1:3]
         variant = f"mean optical-flow magnitude, pixels per frame at {w}x{h}, {FLOW_NAMES[self.options.flow]}"
         return MetricResult(value, variant, per_frame, {"flow": self.options.flow, "size": [w, h]})
