@@ -156,3 +156,39 @@ def test_bad_options(videos, capsys, args, code, fragment):
 def test_missing_input(capsys, tmp_path):
     code, _, err = evaluate([tmp_path / "nope.mp4"], capsys)
     assert code == 1 and "does not exist" in err
+
+
+def test_source_folder_pairs_with_inputs_in_order(videos, capsys, tmp_path):
+    paths, expected = videos
+    outs, srcs = tmp_path / "outs", tmp_path / "srcs"
+    outs.mkdir(), srcs.mkdir()
+    source = sliding_frames(num_frames=6, shift=(2, 1))
+    for i in range(2):
+        write_video(srcs / f"{i}.png", source, fps=8)
+        write_video(outs / f"{i}.png", alternate_gain(source), fps=8)
+    code, out, _ = evaluate(
+        [outs, "--source", srcs, "-m", "warp-error", "--warp-variant", "dvp", "--json"], capsys
+    )
+    doc = json.loads(out)
+    assert code == 0
+    for video in doc["videos"]:
+        result = video["metrics"]["warp-error"]
+        assert result["flow_on"] == "source" and result["norm"] == "l1" and "DVP" in result["variant"]
+    code, _, err = evaluate(
+        [outs, "--source", tmp_path / "srcs", paths["constant"], "-m", "warp-error"], capsys
+    )
+    assert code == 1 and "cannot be paired" in err
+
+
+def test_nan_values_become_null_in_json():
+    from vidforge.evaluate.report import MetricResult, Report, VideoReport
+
+    report = Report(
+        [
+            VideoReport(
+                "v.mp4", {"m": MetricResult(float("nan"), "x", [1.0, float("nan")], {"s": float("inf")})}
+            )
+        ]
+    )
+    doc = json.loads(report.to_json())
+    assert doc["metrics"]["m"] == {"value": None, "variant": "x", "s": None, "per_frame": [1.0, None]}

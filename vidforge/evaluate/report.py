@@ -29,11 +29,12 @@ class MetricResult:
     error: str | None = None
 
     def to_dict(self, per_frame: bool = True) -> dict:
-        out: dict = {"value": _clean(self.value), "variant": self.variant, **self.extra}
+        extra = {k: _clean(v) if isinstance(v, float) else v for k, v in self.extra.items()}
+        out: dict = {"value": _clean(self.value), "variant": self.variant, **extra}
         if self.error is not None:
             out["error"] = self.error
         if per_frame and self.per_frame is not None:
-            out["per_frame"] = [round(float(v), 6) for v in self.per_frame]
+            out["per_frame"] = [_clean(round(float(v), 6)) for v in self.per_frame]  # NaN -> null
         return out
 
 
