@@ -158,7 +158,9 @@ def test_chunked_vae_matches_one_batch():
         chunked = encode_frames(vae, frames, chunk_size=2)
         assert whole.shape == (5, 4, 8, 8)
         torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(decode_latents(vae, whole, 2), decode_latents(vae, whole, 5), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            decode_latents(vae, whole, 2), decode_latents(vae, whole, 5), atol=1e-5, rtol=1e-4
+        )
 
 
 # -------------------------------------------------------------------------------------------- flow
@@ -199,3 +201,14 @@ def test_disabled_bars_pass_items_through():
         assert list(bars.track(range(4), "x")) == [0, 1, 2, 3]
     with Bars(disable=False) as bars:
         assert [list(bars.track(range(2), "inner")) for _ in bars.track(range(3), "outer")] == [[0, 1]] * 3
+
+
+def test_garbage_and_truncated_checkpoints_are_not_called_malicious(tmp_path):
+    (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(VidforgeError, match="not a PyTorch or safetensors file"):
+        load_state_dict(tmp_path / "garbage.ckpt")
+    torch.save({"w": torch.zeros(1000)}, tmp_path / "full.ckpt")
+    data = (tmp_path / "full.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VidforgeError, match="cannot read checkpoint"):
+        load_state_dict(tmp_path / "cut.ckpt")

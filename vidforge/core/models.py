@@ -202,8 +202,10 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     """Read a ``.safetensors`` file, or a pickle checkpoint with ``weights_only=True`` only.
 
     A pickle that needs arbitrary Python objects (possibly a malicious payload) is refused, never
-    executed.
+    executed; a file that is no checkpoint at all (or is truncated) gets its own message.
     """
+    import zipfile
+
     import torch
 
     path = Path(path)
@@ -214,26 +216,23 @@ def load_state_dict(path: str | os.PathLike) -> dict:
             return load_file(str(path))
         except Exception as e:
             raise VidforgeError(f"cannot read checkpoint {str(path)!r}: not a valid safetensors file") from e
+    with open(path, "rb") as f:
+        is_legacy_pickle = f.read(1) == b"\x80"  # pickle protocol >= 2 opcode
+    if not (zipfile.is_zipfile(path) or is_legacy_pickle):
+        raise VidforgeError(f"cannot read checkpoint {str(path)!r}: not a PyTorch or safetensors file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        raise VidforgeError(
-            f"refusing checkpoint {str(path)!r}: it needs arbitrary Python objects to unpickle, which could run "
-            "code (vidforge only loads weights_only=True checkpoints; convert it to safetensors with trusted tools)"
-        ) from e
-    except Exception as e:
-        # torch.load raises RuntimeError for a non-zip mmap file; retry without mmap for old formats.
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e2:
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise VidforgeError(
-                f"refusing checkpoint {str(path)!r}: it needs arbitrary Python objects to unpickle "
-                "(vidforge only loads weights_only=True checkpoints)"
-            ) from e2
-        except Exception:
-            raise VidforgeError(
-                f"cannot read checkpoint {str(path)!r}: not a PyTorch or safetensors file"
+                f"refusing checkpoint {str(path)!r}: it needs arbitrary Python objects to unpickle, which could "
+                "run code (vidforge only loads weights_only=True checkpoints; convert it with trusted tools)"
             ) from e
+        raise VidforgeError(f"cannot read checkpoint {str(path)!r}: corrupt or truncated") from e
+    except Exception as e:
+        raise VidforgeError(
+            f"cannot read checkpoint {str(path)!r}: corrupt or truncated ({type(e).__name__})"
+        ) from e
 
 
 @contextlib.contextmanager
