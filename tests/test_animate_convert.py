@@ -227,6 +227,17 @@ def test_malicious_pickle_is_refused_not_executed(tmp_path, cache_dir):
     assert not marker.exists()
 
 
+def test_corrupt_checkpoint_is_one_line_error(tmp_path, cache_dir):
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(VidforgeError, match="checkpoint .*model.ckpt") as err:
+        load_model(resolve_model(str(path), "animate"))
+    assert "\n" not in str(err.value)
+    torch.save(torch.zeros(3), tmp_path / "tensor.ckpt")
+    with pytest.raises(VidforgeError, match="holds no state dict"):
+        load_model(resolve_model(str(tmp_path / "tensor.ckpt"), "animate"))
+
+
 def test_guess_config():
     alpha = {"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.alpha": torch.tensor(0.0)}
     assert convert.guess_config(alpha, {}) == "256"

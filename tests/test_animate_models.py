@@ -74,6 +74,18 @@ def test_self_attention_without_context():
     torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_batched_attention_chunks_give_the_same_result(monkeypatch):
+    import vidforge.animate.unet as unet
+
+    q, k, v = torch.randn(3, 10, 2, 5, 4).unbind(0)
+    whole = unet.batched_attention(q, k, v)
+    monkeypatch.setattr(unet, "MAX_ATTENTION_BATCH", 3)
+    torch.testing.assert_close(unet.batched_attention(q, k, v), whole)
+    torch.testing.assert_close(
+        whole[:, 0], naive_attention(q[:, 0], k[:, 0], v[:, 0]), atol=1e-5, rtol=1e-5
+    )
+
+
 def test_frame_context_is_frame_major():
     b, text_len, video_length, q, d = 2, 3, 16, 4, 5
     text = torch.randn(b, text_len, d)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch.nn import functional as F
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -98,9 +97,18 @@ def text_hidden_states(tower: torch.nn.Module, ids: torch.Tensor, skip_last: int
 
 
 def preprocess_images(images: torch.Tensor, size: int) -> torch.Tensor:
-    """``(B, 3, H, W)`` in [-1, 1] -> ``(B, 3, size, size)`` squashed (aspect not kept), bicubic
-    antialiased, normalised with the OpenAI CLIP mean/std."""
-    x = F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=True, antialias=True)
+    """``(B, 3, H, W)`` in [-1, 1] -> ``(B, 3, size, size)``: squashed (aspect not kept), normalised
+    with the OpenAI CLIP mean/std.
+
+    The authors resize with kornia (Gaussian blur with σ = (factor-1)/2, then bicubic with
+    ``align_corners=True``); diffusers' SVD pipeline ships the same resize, which we call, rather
+    than torch's own antialiasing, which gives different pixels.
+    """
+    from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+        _resize_with_antialiasing,
+    )
+
+    x = _resize_with_antialiasing(images.float(), (size, size))
     x = (x + 1) / 2
     mean = torch.tensor(OPENAI_MEAN, device=x.device)[:, None, None]
     std = torch.tensor(OPENAI_STD, device=x.device)[:, None, None]

@@ -89,6 +89,21 @@ class GroupNorm32(nn.GroupNorm):
         return super().forward(x.float()).to(x.dtype)
 
 
+# Fused attention kernels launch one CUDA grid row per batch element, capped at 65535: temporal
+# attention batches every pixel of every video (B*h*w, e.g. 3*72*128 at 1024), so split larger batches.
+MAX_ATTENTION_BATCH = 32768
+
+
+def batched_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """:func:`vidforge.core.attention.attention` over ``(B, heads, L, D)``, in batch chunks when B is huge."""
+    if q.shape[0] <= MAX_ATTENTION_BATCH:
+        return attention(q, k, v)
+    chunks = zip(
+        q.split(MAX_ATTENTION_BATCH), k.split(MAX_ATTENTION_BATCH), v.split(MAX_ATTENTION_BATCH), strict=True
+    )
+    return torch.cat([attention(*c) for c in chunks])
+
+
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """``(B, L, heads*D) -> (B, heads, L, D)``."""
     return x.unflatten(-1, (heads, -1)).transpose(1, 2)
@@ -145,7 +160,7 @@ class CrossAttention(nn.Module):
     ) -> torch.Tensor:
         k = _split_heads(to_k(context), self.heads)
         v = _split_heads(to_v(context), self.heads)
-        return _merge_heads(attention(q, k, v))
+        return _merge_heads(batched_attention(q, k, v))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, L, query_dim)``, ``context`` ``(B, M, context_dim)`` or None -> ``(B, L, query_dim)``."""
