@@ -81,9 +81,7 @@ def test_batched_attention_chunks_give_the_same_result(monkeypatch):
     whole = unet.batched_attention(q, k, v)
     monkeypatch.setattr(unet, "MAX_ATTENTION_BATCH", 3)
     torch.testing.assert_close(unet.batched_attention(q, k, v), whole)
-    torch.testing.assert_close(
-        whole[:, 0], naive_attention(q[:, 0], k[:, 0], v[:, 0]), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(whole[:, 0], naive_attention(q[:, 0], k[:, 0], v[:, 0]), atol=1e-5, rtol=1e-5)
 
 
 def test_frame_context_is_frame_major():
