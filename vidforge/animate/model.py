@@ -191,7 +191,10 @@ class DynamiCrafter(nn.Module):
     ) -> torch.Tensor:
         """``x`` ``(B, 8, F, h, w)`` = cat(noisy latent, image latent); ``t`` ``(B,)`` long; ``context``
         ``(B, 77 + Q·L, D)``; ``fps`` ``(B,)`` long (frame stride for the 256 model; None: the
-        release default) -> model output ``(B, 4, F, h, w)`` (ε or v, see ``config.prediction_type``)."""
+        release default) -> model output ``(B, 4, F, h, w)`` (ε or v, see ``config.prediction_type``).
+
+        Frame f reads image tokens ``[Q·f, Q·f + Q)``; with ``F != video_length`` frames it reads token
+        group ``round(f·(L-1)/(F-1))`` (the model was trained on 16 frames: quality may drop)."""
         if fps is None:
             fps = torch.full((x.shape[0],), self.config.default_fps, dtype=torch.long, device=x.device)
         return self.unet(x, t.to(x.device), context, fps.to(x.device))
