@@ -133,6 +133,9 @@ def test_run_pic_with_image_source_and_missing_extras(tmp_path):
     opts = EvaluateOptions(metrics=("pic",), source=str(tmp_path / "in.png"))
     result = run([str(video)], opts, distance=mean_abs_distance).videos[0].metrics["pic"]
     assert result.value == pytest.approx(1 - 0.2 / 4) and "--source image" in result.variant
+    opts = EvaluateOptions(metrics=("pic",), source=str(video))  # a video source: its first frame
+    result = run([str(video)], opts, distance=mean_abs_distance).videos[0].metrics["pic"]
+    assert result.value == pytest.approx(1 - 0.2 / 4) and "first frame" in result.variant
     for name, extra in (("dreamsim", "vidforge[dreamsim]"), ("lpips", "vidforge[lpips]")):
         missing = run([str(video)], EvaluateOptions(metrics=("pic",), source=str(video), pic_distance=name))
         assert extra in missing.videos[0].metrics["pic"].error

@@ -148,11 +148,12 @@ def run(
 
     # 2. Per video: decode once, share frames, flows and embeddings across metrics
     reports, features = [], []
+    decoded_sources: dict[Path, np.ndarray] = {}  # one --source video shared by all outputs
     per_video = [m for m in dict.fromkeys(options.metrics) if m not in SET_METRICS]
     wants_sets = any(m in SET_METRICS for m in options.metrics)
     for path, source in bars.track(list(zip(paths, sources, strict=True)), "videos", total=len(paths)):
         frames = read_video(path, options.max_frames, options.resize).frames
-        scorer = VideoScorer(frames, source, options, models, bars)
+        scorer = VideoScorer(frames, source, options, models, bars, decoded_sources)
         reports.append(VideoReport(str(path), {m: scorer.score(m) for m in per_video}, len(frames)))
         if wants_sets:
             features.append(_features(frames, path, options, models["i3d"], device))
@@ -211,8 +212,11 @@ class VideoScorer:
     """All metrics of one video. Frames, source frames, flows and CLIP embeddings are computed at
     most once and shared."""
 
-    def __init__(self, frames: np.ndarray, source, options: EvaluateOptions, models: dict, bars: Bars):
+    def __init__(
+        self, frames, source, options: EvaluateOptions, models: dict, bars: Bars, decoded_sources=None
+    ):
         self.frames, self.source, self.options, self.models, self.bars = frames, source, options, models, bars
+        self.decoded_sources = decoded_sources if decoded_sources is not None else {}
         self.flow = FlowCache(frames, options.flow, bars)
         self._source_frames = None
         self._source_flow = None
@@ -248,7 +252,12 @@ class VideoScorer:
                 raise VidforgeError(self.source.message)
             if is_image(self.source):
                 raise VidforgeError(f"--source {str(self.source)!r} is an image; this metric needs a video")
-            src = read_video(self.source, self.options.max_frames, self.options.resize).frames
+            if self.source not in self.decoded_sources:
+                self.decoded_sources.clear()  # keep at most one decoded source in memory
+                self.decoded_sources[self.source] = read_video(
+                    self.source, self.options.max_frames, self.options.resize
+                ).frames
+            src = self.decoded_sources[self.source]
             if len(src) != len(self.frames):
                 raise VidforgeError(
                     f"--source {str(self.source)!r} has {len(src)} frames but the video has "
@@ -355,7 +364,8 @@ class VideoScorer:
         if is_image(self.source):
             image_in, what = read_image(self.source), "the --source image"
         else:
-            image_in = read_video(self.source, 1).frames[0]
+            decoded = self.decoded_sources.get(self.source)
+            image_in = decoded[0] if decoded is not None else read_video(self.source, 1).frames[0]
             what = "the first frame of the source video"
         value, per_frame = perceptual.pic(image_in, self.frames, distance)
         variant = f"DynamiCrafter PIC: 1/L Σ (1 - D(x_in, x_l)), D = {described}; x_in = {what}"
