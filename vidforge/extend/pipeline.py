@@ -68,23 +68,33 @@ class ClipPlan:
         return math.ceil(self.target / (n - m))
 
 
-@torch.no_grad()
 def run(
     options: ExtendOptions,
     output: str | Path | None = None,
     bars: Bars | None = None,
     callback: Callable[[int, int], None] | None = None,
+    model: ExtendModel | None = None,
 ) -> Result:
     """Generate ``options.frames`` frames clip by clip and stream them to ``output``.
 
     Without ``output`` the frames are returned in ``Result.frames`` (then they are held in memory).
-    ``callback(k, frames_written)`` runs after clip ``k`` is written and checkpointed.
+    ``callback(k, frames_written)`` runs after clip ``k`` is written and checkpointed. ``model``: an
+    already loaded :class:`ExtendModel` (``options.model`` then only names it in checkpoints).
     """
+    threads = torch.get_num_threads()
+    try:
+        return _run(options, output, bars, callback, model)
+    finally:
+        torch.set_num_threads(threads)  # the tiny preset runs single-threaded
+
+
+@torch.no_grad()
+def _run(options, output, bars, callback, model) -> Result:
     timer = Timer()
     bars = bars or Bars(disable=True)
     # 0. Check inputs
     options.validate()
-    source = resolve_model(options.model, "extend")
+    source = resolve_model(options.model, "extend") if model is None else None
     check(
         not options.resume or output is not None, "--resume needs --output (the checkpoint lives beside it)"
     )
@@ -95,14 +105,19 @@ def run(
     checkpoint = Checkpoint.load(state_dir, options) if options.resume else None
 
     # 1. Load the model
-    device = select_device(options.device)
-    dtype = select_dtype(device, options.dtype)
-    model = load_model(source, device, dtype)
+    if model is None:
+        device = select_device(options.device)
+        dtype = select_dtype(device, options.dtype)
+        model = load_model(source, device, dtype)
+    else:
+        device, dtype = model.denoiser.unet.device, model.denoiser.unet.dtype
     if options.image is not None and not model.supports_image:
         raise OptionError(
             f"--image is not supported by --model {model.name} yet (text-to-video UNet); "
             "it needs an image-conditioned (animate) video UNet"
         )
+    if model.is_tiny and device.type == "cpu":
+        torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead (25x on a busy 2-core box)
     backend = apply_attention_backend(model.denoiser.unet, select_backend(options.attention, device))
 
     # 2. Clip geometry: N, M, frame size, the init video
