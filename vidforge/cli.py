@@ -386,7 +386,11 @@ def evaluate(
         list[Path], typer.Argument(help="Videos, folders of videos, or .txt lists.", show_default=False)
     ],
     source: Annotated[
-        Path | None, typer.Option(help="Source video (flow for warp-error; clip-content; fvd reference set).")
+        Path | None,
+        typer.Option(
+            help="Source video (warp-error flow, clip-content), image or video (pic), or a folder/.txt of "
+            "videos (paired with the inputs in order; the fvd/kvd reference set)."
+        ),
     ] = None,
     prompt: Annotated[str | None, typer.Option(help="Prompt for clip-text.")] = None,
     metric: Annotated[

@@ -395,6 +395,7 @@ def _set_metrics(options, features, reference, i3d: Lazy, device, bars) -> dict[
                 f"needs at least 2 videos per set (got {len(features)} evaluated and {len(reference)} "
                 "in --source); a distance between distributions needs several samples of each"
             )
+        i3d.get()  # fail before decoding the reference set when I3D is missing
         ref_features = [
             _features(read_video(p, options.max_frames, options.resize).frames, p, options, i3d, device)
             for p in bars.track(reference, "reference videos")
