@@ -187,6 +187,7 @@ def main(argv=None):
     )
     parser.add_argument("--batch-frames", type=int, default=None, help="default 8 on CUDA, 4 on CPU")
     parser.add_argument("--backends", default="sdpa,xformers")
+    parser.add_argument("--arch", choices=["auto", "full", "tiny"], default="auto", help="auto: full on CUDA")
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the GPU's dense fp16 peak")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
@@ -199,7 +200,8 @@ def main(argv=None):
     steps = args.steps or (30 if gpu else 4)
     num_frames = args.frames or (16 if gpu else 4)
     batch_frames = args.batch_frames or (8 if gpu else 4)
-    parts = build_full_size() if gpu else build_tiny()
+    full = args.arch == "full" or (args.arch == "auto" and gpu)
+    parts = build_full_size() if full else build_tiny()
     for module in (parts.unet, parts.vae, parts.text_encoder):
         module.to(device=device, dtype=dtype).requires_grad_(False)
     peak = peak_flops(device, args.peak_tflops)
