@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
+from test_evaluate_metrics import alternate_gain, shifted_error, sliding_frames
 
-from tests.test_evaluate_metrics import alternate_gain, shifted_error, sliding_frames
 from vidforge.cli import main
 from vidforge.core.video_io import write_video
 

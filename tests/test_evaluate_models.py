@@ -4,8 +4,8 @@
 import numpy as np
 import pytest
 import torch
+from test_evaluate_metrics import sliding_frames
 
-from tests.test_evaluate_metrics import sliding_frames
 from vidforge.core.progress import Bars
 from vidforge.core.video_io import write_video
 from vidforge.errors import VidforgeError

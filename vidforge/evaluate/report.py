@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv as csv_module
 import json
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,7 +199,8 @@ def write_plot(report: Report, path: str | Path) -> Path:
             if m is not None and m.per_frame:
                 ax.plot(range(len(m.per_frame)), m.per_frame, marker=".", label=Path(v.video).name)
         ax.set_ylabel(name)
-        ax.set_title(next(v.metrics[name].variant for v in report.videos if name in v.metrics), fontsize=8)
+        variant = next(v.metrics[name].variant for v in report.videos if name in v.metrics)
+        ax.set_title(textwrap.fill(variant, 130), fontsize=7)
         ax.grid(alpha=0.3)
     if not names:
         axes[0, 0].text(0.5, 0.5, "no per-frame metric", ha="center", va="center")
