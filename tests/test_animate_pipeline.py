@@ -69,11 +69,12 @@ class StubDynamiCrafter(torch.nn.Module):
 
     def encode_image_tokens(self, images):
         self.token_images.append(images.clone())
-        return images.mean(dim=(2, 3))[:, None, :1].expand(-1, 4, 8) + torch.zeros(len(images), 4, 8)
+        return images.flatten(1).std(1).view(-1, 1, 1).expand(-1, 4, 8).clone()  # zero image -> 0
 
     def denoise(self, x, t, context, fps):
         self.calls.append((tuple(x.shape), t.tolist(), fps.tolist()))
-        return self.mix(x) * 0.1 + context.mean((1, 2)).view(-1, 1, 1, 1, 1) * 0.01
+        # the context scales a spatially varying field (a constant offset would vanish in the VAE norms)
+        return self.mix(x) * 0.1 + context.mean((1, 2)).view(-1, 1, 1, 1, 1) * x[:, 4:]
 
 
 @pytest.fixture
@@ -239,6 +240,15 @@ def test_failed_run_leaves_no_output(tmp_path, image_path):
     with pytest.raises(VidforgeError, match="boom"):
         run(image_path, fast(), output=out, model=Exploding())
     assert not out.exists()
+
+
+def test_multi_condition_with_equal_scales_equals_plain_cfg_end_to_end(image_path):
+    model = StubDynamiCrafter()
+    plain = run(image_path, fast(prompt="waves", text_scale=5.0), model=model).frames
+    multi = run(image_path, fast(prompt="waves", text_scale=5.0, image_scale=5.0), model=model).frames
+    other = run(image_path, fast(prompt="waves", text_scale=5.0, image_scale=1.0), model=model).frames
+    assert np.abs(plain.astype(int) - multi.astype(int)).max() <= 1
+    assert np.abs(plain.astype(int) - other.astype(int)).max() > 1
 
 
 def test_decode_per_frame_matches_chunked_decode(image_path):
