@@ -236,9 +236,15 @@ def test_failed_run_leaves_no_output(tmp_path, image_path):
         def denoise(self, *a):
             raise VidforgeError("boom")
 
+    class OutOfMemory(StubDynamiCrafter):
+        def denoise(self, *a):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
     out = tmp_path / "out.mp4"
     with pytest.raises(VidforgeError, match="boom"):
         run(image_path, fast(), output=out, model=Exploding())
+    with pytest.raises(VidforgeError, match="out of GPU memory denoising 4 frames at 64x64"):
+        run(image_path, fast(), output=out, model=OutOfMemory())
     assert not out.exists()
 
 

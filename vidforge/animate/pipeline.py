@@ -114,14 +114,20 @@ def run(
         guidance_rescale=guidance_rescale,
         autocast_dtype=autocast_dtype,
     )
-    latents = sample_ddim(
-        denoiser,
-        noise,
-        schedule,
-        eta=options.eta,
-        generator=generator,
-        progress=lambda it: bars.track(it, "denoise", total=len(schedule)),
-    )
+    try:
+        latents = sample_ddim(
+            denoiser,
+            noise,
+            schedule,
+            eta=options.eta,
+            generator=generator,
+            progress=lambda it: bars.track(it, "denoise", total=len(schedule)),
+        )
+    except torch.cuda.OutOfMemoryError as e:
+        raise VidforgeError(
+            f"out of GPU memory denoising {num_frames} frames at {width}x{height}: "
+            "try fewer --frames, a smaller --width/--height, or --attention xformers"
+        ) from e
     latents = latents[0].transpose(0, 1)  # (F, 4, h, w)
     if options.loop:  # the last frame repeats the first: drop it so the video loops seamlessly
         latents = latents[:-1]
@@ -130,7 +136,12 @@ def run(
     out_fps = output_fps(config, fps_cond)
     chunk = 1 if options.decode_per_frame else max(1, VAE_DECODE_PIXELS // (height * width))
     vae_dtype = torch.float32 if options.vae_fp32 else model.vae.dtype
-    frames = write_frames(model.vae, latents, chunk, vae_dtype, output, out_fps, bars)
+    try:
+        frames = write_frames(model.vae, latents, chunk, vae_dtype, output, out_fps, bars)
+    except torch.cuda.OutOfMemoryError as e:
+        raise VidforgeError(
+            f"out of GPU memory decoding {width}x{height} frames: try --decode-per-frame"
+        ) from e
 
     info = {
         "command": "animate",
