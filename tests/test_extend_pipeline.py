@@ -191,3 +191,26 @@ def test_write_video_helper_roundtrip_used_by_init(tmp_path, frames):
     # guard: PNG sequences are lossless, which the resume/init comparisons rely on
     path = write_video(tmp_path / "f.png", frames, fps=12)
     assert np.array_equal(read_video(path).frames, frames)
+
+
+def test_local_model_folder_that_is_not_a_t2v_layout(tmp_path):
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    with pytest.raises(
+        VidforgeError, match=r"not a diffusers text-to-video folder \(missing vae/, text_encoder/"
+    ):
+        extend.run(replace(BASE, model=str(folder), frames=8))
+    single = tmp_path / "model.ckpt"
+    single.write_bytes(b"\0" * 16)
+    with pytest.raises(VidforgeError, match="not a single checkpoint file"):
+        extend.run(replace(BASE, model=str(single), frames=8))
+
+
+def test_local_folder_with_broken_weights_is_one_line_error(tmp_path):
+    folder = tmp_path / "model"
+    for sub in ("unet", "vae", "text_encoder", "tokenizer"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "unet" / "config.json").write_text("{not json")
+    with pytest.raises(VidforgeError, match="cannot load the weights") as e:
+        extend.run(replace(BASE, model=str(folder), frames=8))
+    assert "\n" not in str(e.value)

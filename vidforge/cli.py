@@ -341,7 +341,9 @@ def extend(
     fps: Annotated[float | None, typer.Option(help="Output fps (default: the --init video's, else 8).")] = None,
     init: Annotated[
         Path | None,
-        typer.Option(help="Extend this video (DDIM-inverted); --frames counts it too.", rich_help_panel="Reuse-and-Diffuse"),
+        typer.Option(
+            help="Extend this video (DDIM-inverted); --frames counts it too.", rich_help_panel="Reuse-and-Diffuse"
+        ),
     ] = None,
     image: Annotated[Path | None, typer.Option(help="Conditioning image (animate models).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoints.")] = False,

@@ -21,7 +21,16 @@ NATIVE = {
     "zeroscope": (24, 320, 576),
 }
 DEFAULT_NATIVE_FRAMES = 16
-WEIGHT_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
+# Configs + full-precision weights in either format (some T2V repos only ship .bin); the fp16
+# variants (``*.fp16.*``) are not downloaded.
+WEIGHT_PATTERNS = [
+    "*.json",
+    "*.txt",
+    "*/diffusion_pytorch_model.safetensors",
+    "*/model.safetensors",
+    "*/diffusion_pytorch_model.bin",
+    "*/pytorch_model.bin",
+]
 
 
 class UNet3DDenoiser:
@@ -173,7 +182,7 @@ def _load_diffusers(source: ModelSource, dtype: torch.dtype):
     missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer") if not (folder / sub).is_dir()]
     if missing:
         raise VidforgeError(
-            f"--model {source.name}: {folder} is not a diffusers text-to-video folder (missing {', '.join(missing)}/)"
+            f"--model {source.name}: {folder} is not a diffusers text-to-video folder (missing {', '.join(m + '/' for m in missing)})"
         )
     try:
         unet = UNet3DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
