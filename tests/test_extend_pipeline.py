@@ -214,3 +214,16 @@ def test_local_folder_with_broken_weights_is_one_line_error(tmp_path):
     with pytest.raises(VidforgeError, match="cannot load the weights") as e:
         extend.run(replace(BASE, model=str(folder), frames=8))
     assert "\n" not in str(e.value)
+
+
+def test_cli_interrupted_output_suggests_resume(tmp_path):
+    out = tmp_path / "o.png"
+    with pytest.raises(KeyboardInterrupt):
+        extend.run(replace(BASE, frames=16), output=out, callback=interrupt_after(0))
+    args = ["extend", "--prompt", BASE.prompt, "--model", "tiny", "--steps", "2", "--guidance-scale", "3",
+            "--frames", "16", "-o", str(out)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "continue it with --resume" in result.stderr
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert read_video(out).num_frames == 16 and not state_dir_for(out).exists()

@@ -366,7 +366,15 @@ def extend(
             image=str(image) if image else None, resume=resume, device=device, dtype=dtype, attention=attention,
         )
     )  # fmt: skip
-    output = _prepare_output(output, Path("extended.mp4"), overwrite=overwrite or resume)
+    from vidforge.extend.checkpoint import state_dir_for
+
+    target = output or Path("extended.mp4")
+    if target.exists() and state_dir_for(target).exists() and not (resume or overwrite):
+        raise VidforgeError(
+            f"output {str(target)!r} is an interrupted run (checkpoint in {state_dir_for(target)}): "
+            "continue it with --resume or start over with --overwrite"
+        )
+    output = _prepare_output(target, target, overwrite=overwrite or resume)
     try:
         with _bars(quiet, json) as bars:
             result = api.run(options, output=output, bars=bars)
@@ -468,10 +476,14 @@ def main(argv: list[str] | None = None) -> None:
     except click_exceptions.UsageError as e:
         typer.echo(f"error: {e.format_message()}", err=True)
         sys.exit(2)
-    except click_exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
     except click_exceptions.ClickException as e:
         typer.echo(f"error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
+    except BrokenPipeError:
+        # `vidforge ... | head` closed the pipe: stop quietly, as shell tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     sys.exit(code if isinstance(code, int) else 0)
