@@ -72,7 +72,9 @@ def test_existing_output_needs_overwrite(capsys, tmp_path, clip_path):
 
 
 def test_unknown_output_format(capsys, tmp_path, clip_path):
-    code, _, err = run_main(["stylize", str(clip_path), "--style", "ink", "-o", str(tmp_path / "o.avi")], capsys)
+    code, _, err = run_main(
+        ["stylize", str(clip_path), "--style", "ink", "-o", str(tmp_path / "o.avi")], capsys
+    )
     assert code == 1
     assert_one_line_error(err, "unknown format '.avi'")
 
@@ -91,5 +93,17 @@ def test_real_subprocess_error_has_no_traceback(tmp_path):
 
 
 def test_real_subprocess_help():
-    proc = subprocess.run([sys.executable, "-m", "vidforge", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidforge", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and "evaluate" in proc.stdout
+
+
+def test_help_into_a_closed_pipe_exits_quietly():
+    proc = subprocess.run(
+        f"{sys.executable} -m vidforge evaluate --help | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
