@@ -307,7 +307,13 @@ def extend(
     prompt: Annotated[str, typer.Option(help="Text prompt.", show_default=False)],
     frames: Annotated[int, typer.Option(help="Total frames to write.")] = ExtendOptions.frames,
     output: Output = None,
-    model: Model = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="modelscope (default, 16 frames 256x256), zeroscope (24 frames 576x320), a hub id or a "
+            "diffusers folder; 'tiny' = random weights, noise output."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(help="DDIM steps per clip.")] = ExtendOptions.steps,
     seed: Seed = ExtendOptions.seed,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = ExtendOptions.negative_prompt,
@@ -338,11 +344,14 @@ def extend(
     ] = None,
     height: Annotated[int | None, typer.Option(help="Frame height.")] = None,
     width: Annotated[int | None, typer.Option(help="Frame width.")] = None,
-    fps: Annotated[float | None, typer.Option(help="Output fps (default: the --init video's, else 8).")] = None,
+    fps: Annotated[
+        float | None, typer.Option(help="Output fps (default: the --init video's, else 8).")
+    ] = None,
     init: Annotated[
         Path | None,
         typer.Option(
-            help="Extend this video (DDIM-inverted); --frames counts it too.", rich_help_panel="Reuse-and-Diffuse"
+            help="Extend this video (DDIM-inverted); --frames counts it too.",
+            rich_help_panel="Reuse-and-Diffuse",
         ),
     ] = None,
     image: Annotated[Path | None, typer.Option(help="Conditioning image (animate models).")] = None,

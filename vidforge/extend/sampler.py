@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from vidforge.core.device import randn
+from vidforge.errors import VidforgeError
 from vidforge.extend.reuse import (
     apply_staged_guidance,
     mirrored_prompt_latents,
@@ -187,6 +188,11 @@ def ddim_inversion(
     Step ``t_prev -> t`` uses ``eps(z_{t_prev}, t)`` (the usual approximation); ``cond`` goes to the
     denoiser unchanged (use no CFG: inversion with guidance drifts).
     """
+    if getattr(scheduler.config, "prediction_type", "epsilon") != "epsilon":
+        raise VidforgeError(
+            "--init: DDIM inversion is implemented for epsilon-prediction models only "
+            f"(this model predicts {scheduler.config.prediction_type})"
+        )
     num_cached = staged_guidance_schedule(len(timesteps), prompt_frames, staged_guidance).shape[0]
     alphas = scheduler.alphas_cumprod.to(latents.device, torch.float64)
     final_alpha = torch.as_tensor(scheduler.final_alpha_cumprod, dtype=torch.float64)
