@@ -227,3 +227,42 @@ def test_cli_interrupted_output_suggests_resume(tmp_path):
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert read_video(out).num_frames == 16 and not state_dir_for(out).exists()
+
+
+class RecordingBars:
+    """Stands in for ``core.progress.Bars``: records (depth, description, total) and can raise
+    KeyboardInterrupt at the n-th denoising step, like Ctrl-C in the middle of a clip."""
+
+    def __init__(self, interrupt_at_step=None):
+        self.rows, self.depth, self.steps, self.interrupt_at_step = [], 0, 0, interrupt_at_step
+
+    def track(self, items, description, total=None):
+        self.rows.append((self.depth, description, total))
+        self.depth += 1
+        try:
+            for item in items:
+                if description.startswith("clip ") and self.steps == self.interrupt_at_step:
+                    raise KeyboardInterrupt
+                self.steps += description.startswith("clip ")
+                yield item
+        finally:
+            self.depth -= 1
+
+
+def test_progress_is_a_clip_bar_with_step_bars_inside():
+    bars = RecordingBars()
+    extend.run(replace(BASE, frames=16), bars=bars)
+    assert bars.rows[0] == (0, "clips", 3)
+    assert bars.rows[1:] == [(1, f"clip {k}/3", 2) for k in (1, 2, 3)]
+    assert bars.steps == 6
+
+
+def test_interrupt_inside_a_clip_then_resume_matches(tmp_path):
+    options = replace(BASE, frames=20, eta=0.5)
+    full = extend.run(options).frames
+    out = tmp_path / "out.png"
+    with pytest.raises(KeyboardInterrupt, match="12 frames written"):
+        extend.run(options, output=out, bars=RecordingBars(interrupt_at_step=5))  # 2nd step of clip 3
+    assert read_video(out).num_frames == 12
+    extend.run(replace(options, resume=True), output=out)
+    assert np.array_equal(read_video(out).frames, full)
