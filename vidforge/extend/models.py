@@ -90,8 +90,9 @@ def ddim_scheduler_config() -> dict:
 def build_tiny(seed: int = 0) -> tuple:
     """``UNet3DConditionModel`` + ``AutoencoderKL`` + ``CLIPTextModel`` with small configs and seeded
     random weights: the real classes, noise output. Returns ``(unet, vae, text_encoder)``."""
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import UNet3DConditionModel
+
+    from vidforge.core.tiny import tiny_text_encoder, tiny_vae
 
     with seeded(seed):
         unet = UNet3DConditionModel(
@@ -106,29 +107,7 @@ def build_tiny(seed: int = 0) -> tuple:
             cross_attention_dim=32,
             attention_head_dim=8,
         )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 8, 16, 16),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=4,
-            sample_size=64,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                max_position_embeddings=77,
-                projection_dim=32,
-            )
-        )
-    return unet.eval(), vae.eval(), text_encoder.eval()
+    return unet.eval(), tiny_vae(seed + 1), tiny_text_encoder(seed + 2)
 
 
 def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> ExtendModel:

@@ -50,11 +50,13 @@ class Components:
 
 
 def build_tiny(seed: int = 0) -> Components:
-    """Small InstructPix2Pix-shaped models (~1M parameters): plumbing only, output is noise."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """Small InstructPix2Pix-shaped models (~1M parameters): plumbing only, output is noise.
+
+    Attention sits on the low-resolution level only, so tiny stays fast at real frame sizes."""
+    from diffusers import UNet2DConditionModel
 
     from vidforge.core.text import OpenClipTokenizer
+    from vidforge.core.tiny import tiny_text_encoder, tiny_vae
 
     with seeded(seed):
         unet = UNet2DConditionModel(
@@ -63,35 +65,20 @@ def build_tiny(seed: int = 0) -> Components:
             out_channels=4,
             layers_per_block=1,
             block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=32,
             attention_head_dim=8,
             norm_num_groups=16,
         )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 16, 16),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=8,
-            sample_size=64,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-            )
-        )
     return Components(
-        unet.eval(), vae.eval(), text_encoder.eval(), OpenClipTokenizer(), dict(SD_SCHEDULE), "tiny", True
+        unet.eval(),
+        tiny_vae(seed + 1),
+        tiny_text_encoder(seed + 2),
+        OpenClipTokenizer(),
+        dict(SD_SCHEDULE),
+        "tiny",
+        True,
     )
 
 
