@@ -23,15 +23,6 @@ from vidforge.extend import (
 from vidforge.extend.models import ddim_scheduler_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: a second thread only adds contention on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def scheduler(steps):
     s = DDIMScheduler(**ddim_scheduler_config())
     s.set_timesteps(steps)

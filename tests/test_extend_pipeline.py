@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from vidforge import extend
@@ -17,14 +16,6 @@ from vidforge.extend import ExtendOptions
 from vidforge.extend.checkpoint import state_dir_for
 
 BASE = ExtendOptions(prompt="a river through a forest", model="tiny", steps=2, guidance_scale=3.0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("frames, clips", [(1, 1), (8, 1), (13, 3), (21, 5)])

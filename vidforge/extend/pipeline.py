@@ -81,11 +81,7 @@ def run(
     ``callback(k, frames_written)`` runs after clip ``k`` is written and checkpointed. ``model``: an
     already loaded :class:`ExtendModel` (``options.model`` then only names it in checkpoints).
     """
-    threads = torch.get_num_threads()
-    try:
-        return _run(options, output, bars, callback, model)
-    finally:
-        torch.set_num_threads(threads)  # the tiny preset runs single-threaded
+    return _run(options, output, bars, callback, model)
 
 
 @torch.no_grad()
@@ -116,8 +112,6 @@ def _run(options, output, bars, callback, model) -> Result:
             f"--image is not supported by --model {model.name} yet (text-to-video UNet); "
             "it needs an image-conditioned (animate) video UNet"
         )
-    if model.is_tiny and device.type == "cpu":
-        torch.set_num_threads(1)  # tiny tensors: extra threads only add overhead (25x on a busy 2-core box)
     backend = apply_attention_backend(model.denoiser.unet, select_backend(options.attention, device))
 
     # 2. Clip geometry: N, M, frame size, the init video
