@@ -37,7 +37,9 @@ def render(t: float, width: int, height: int) -> np.ndarray:
         [(8, 0.60, 0.08, (70, 120, 90)), (24, 0.72, 0.06, (50, 140, 60)), (60, 0.85, 0.04, (40, 110, 40))]
     ):
         offset = speed * t
-        ridge = height * (base - amp * np.sin((x + offset) / (40 + 25 * depth)) - 0.5 * amp * np.sin((x + offset) / 13))
+        ridge = height * (
+            base - amp * np.sin((x + offset) / (40 + 25 * depth)) - 0.5 * amp * np.sin((x + offset) / 13)
+        )
         below = np.arange(height)[:, None] >= ridge[None, :]
         shift = int(offset) % width
         texture = np.array(colour, np.float32) + grain[:, shift : shift + width]

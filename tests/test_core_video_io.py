@@ -36,7 +36,9 @@ def test_mp4_round_trip_keeps_count_fps_size(tmp_path, frames):
 def test_mp4_copies_source_audio_and_pads_odd_sizes(tmp_path, clip_with_audio):
     source = read_video(clip_with_audio)
     assert source.has_audio and source.num_frames == 10 and source.fps == pytest.approx(10)
-    out = write_video(tmp_path / "out.mp4", source.frames[:, :47, :63], source.fps, audio_from=clip_with_audio)
+    out = write_video(
+        tmp_path / "out.mp4", source.frames[:, :47, :63], source.fps, audio_from=clip_with_audio
+    )
     video = read_video(out)
     assert video.has_audio
     assert video.size == (64, 48)  # padded to even for yuv420p

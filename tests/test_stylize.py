@@ -140,7 +140,10 @@ def test_probs_processor_keeps_layer_output_and_mask_is_binary_latent_shaped(pip
     t = torch.tensor(700)
     with_probs = pipe.unet_branches(latents, t, c_i, c_i, null, style, "paper", capture=True)
     saliency = pipe.probs.saliency
-    assert saliency.shape == (3, 3 * 5)  # the tiny decoder attention runs at half latent size: ceil(6/2) x ceil(10/2)
+    assert saliency.shape == (
+        3,
+        3 * 5,
+    )  # the tiny decoder attention runs at half latent size: ceil(6/2) x ceil(10/2)
     from diffusers.models.attention_processor import AttnProcessor
 
     layer.set_processor(AttnProcessor())  # the reference: explicit softmax, no fused kernel

@@ -433,9 +433,12 @@ def evaluate(
         str, typer.Option(help="pic distance: dreamsim (paper) or lpips (fallback); optional extras.")
     ] = EvaluateOptions.pic_distance,
     i3d: Annotated[
-        Path | None, typer.Option(help="StyleGAN-V i3d_torchscript.pt for fvd/kvd (default: torch hub cache).")
+        Path | None,
+        typer.Option(help="StyleGAN-V i3d_torchscript.pt for fvd/kvd (default: torch hub cache)."),
     ] = None,
-    fvd_frames: Annotated[int, typer.Option(help="Frames per video for fvd/kvd.")] = EvaluateOptions.fvd_frames,
+    fvd_frames: Annotated[
+        int, typer.Option(help="Frames per video for fvd/kvd.")
+    ] = EvaluateOptions.fvd_frames,
     json: Json = False,
     csv: Annotated[Path | None, typer.Option(help="Also write the scores to this CSV file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw per-frame curves to this PNG.")] = None,
