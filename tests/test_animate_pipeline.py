@@ -208,7 +208,9 @@ def test_interp_and_loop(image_path, tmp_path):
         run(image_path, fast(end_image=str(image_path)), model=plain)
     model = StubDynamiCrafter(StubConfig(interp=True))
     looped = run(image_path, fast(loop=True), model=model)
-    assert looped.num_frames == 3  # the repeated last frame is dropped
+    assert (
+        looped.num_frames == 4
+    )  # --frames exactly: one extra frame is sampled, its repeat of the input dropped
     end = tmp_path / "end.png"
     Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(end)
     assert run(image_path, fast(end_image=str(end)), model=model).num_frames == 4
@@ -292,7 +294,7 @@ def test_tiny_model_multi_condition_other_length_and_loop(image_path):
     assert result.frames.shape == (5, 64, 64, 3)
     assert result.info["model"] == "tiny" and result.info["image_scale"] == 2.0
     interp = build_model(replace_config(TINY, interp=True))
-    assert run(image_path, fast(loop=True, frames=4, steps=1), model=interp).frames.shape == (3, 64, 64, 3)
+    assert run(image_path, fast(loop=True, frames=4, steps=1), model=interp).frames.shape == (4, 64, 64, 3)
 
 
 # --------------------------------------------------------------------------------------------- CLI

@@ -266,7 +266,9 @@ def animate(
     end_image: Annotated[Path | None, typer.Option(help="Interp model: the last frame.")] = None,
     loop: Annotated[
         bool,
-        typer.Option(help="Interp model: loop back to the input image (the repeated last frame is dropped)."),
+        typer.Option(
+            help="Interp model: loop back to the input image (seamless: the repeat of the first frame is not written)."
+        ),
     ] = False,
     height: Annotated[int | None, typer.Option(help="Output height (multiple of 64).")] = None,
     width: Annotated[int | None, typer.Option(help="Output width (multiple of 64).")] = None,
