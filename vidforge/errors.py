@@ -8,7 +8,3 @@ class VidforgeError(Exception):
 
 class OptionError(VidforgeError):
     """An impossible option value or combination (a usage error: the CLI exits 2)."""
-
-
-class NotBuiltError(VidforgeError):
-    """A command whose pipeline is not implemented yet."""
