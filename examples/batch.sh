@@ -22,9 +22,13 @@ for clip in "$clips"/*.mp4; do
     [ -e "$clip" ] || { echo "no .mp4 files in $clips" >&2; exit 2; }
     name=$(basename "$clip" .mp4)
     result="$out/$name.mp4"
-    if "$vidforge" stylize "$clip" --style "$style" -o "$result" --overwrite --json --quiet "$@" \
-        >> "$out/results.jsonl" 2>> "$out/errors.log"; then
-        "$vidforge" evaluate "$result" --source "$clip" --json > "$out/$name.metrics.json" 2>> "$out/errors.log" \
+    if json=$("$vidforge" stylize "$clip" --style "$style" -o "$result" --overwrite --json --quiet "$@" \
+        2>> "$out/errors.log"); then
+        echo "$json" >> "$out/results.jsonl"
+        # score the frames that were stylized (--max-frames may have shortened the result)
+        frames=$(echo "$json" | sed -n 's/.*"frames": \([0-9]*\).*/\1/p')
+        "$vidforge" evaluate "$result" --source "$clip" --max-frames "$frames" --json \
+            > "$out/$name.metrics.json" 2>> "$out/errors.log" \
             || echo "$clip: evaluate failed (exit $?)" >> "$out/failed.txt"
     else
         code=$?

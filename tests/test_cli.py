@@ -107,3 +107,32 @@ def test_help_into_a_closed_pipe_exits_quietly():
         text=True,
     )
     assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
+
+
+def test_batch_script_keeps_going_and_reports_failures(tmp_path, clip_path):
+    """examples/batch.sh over a folder with one good clip and one corrupt file: the good one is
+    stylized and scored, the bad one listed, and the script exits 1."""
+    from pathlib import Path
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    clip_path.rename(clips / "good.mp4")
+    (clips / "broken.mp4").write_bytes(b"\x00\x01 not a video" * 200)
+    out = tmp_path / "out"
+    script = Path(__file__).parents[1] / "examples" / "batch.sh"
+    env = {
+        "VIDFORGE": str(Path(sys.executable).parent / "vidforge"),
+        "PATH": "/usr/bin:/bin",
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = subprocess.run(
+        ["bash", str(script), str(clips), str(out), "ink wash", "--model", "tiny", "--steps", "1", "--max-frames", "3"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    results = (out / "results.jsonl").read_text().splitlines()
+    assert len(results) == 1 and '"frames": 3' in results[0]
+    assert (out / "failed.txt").read_text().strip() == f"{clips / 'broken.mp4'}: stylize failed (exit 1)"
+    metrics = (out / "good.metrics.json").read_text()
+    assert '"warp-error"' in metrics and '"flicker"' in metrics
+    assert (out / "good.mp4").exists() and not (out / "broken.mp4").exists()

@@ -145,3 +145,13 @@ def test_frame_distances_symmetric_zero_diagonal():
     d = metrics.frame_distances(sliding_frames(num_frames=4))
     assert np.allclose(d, d.T) and np.allclose(np.diag(d), 0)
     assert d[0, 2] > d[0, 1] > 0  # further in time, further in picture under constant motion
+
+
+def test_repetition_on_three_frames_skips_the_middle_frame():
+    # Only frames 0 and 2 have a frame at lag >= 2; the middle one has no defined score.
+    frames = sliding_frames(num_frames=3, shift=(2, 0))
+    value, per_frame, _ = metrics.repetition(frames)
+    assert np.isnan(per_frame[1]) and not np.isnan(per_frame[0]) and not np.isnan(per_frame[2])
+    assert value == pytest.approx(np.mean([per_frame[0], per_frame[2]]))
+    aba = np.stack([frames[0], frames[1], frames[0]])  # A B A: frame 2 returns exactly to frame 0
+    assert metrics.repetition(aba)[0] > 0.9

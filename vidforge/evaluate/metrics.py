@@ -137,7 +137,8 @@ def repetition(frames: np.ndarray) -> tuple[float, list[float], int | None]:
     * ``ρ_t = min_{|s-t| ≥ 2} D[t, s]`` (the closest frame that is not a neighbour);
     * ``r_t = clip(1 - (ρ_t + ε) / (δ_t + ε), 0, 1)`` with ε = 1e-3.
 
-    ``repetition = mean_t r_t`` in [0, 1]. Constant motion moves further away with every step
+    ``repetition = mean_t r_t`` in [0, 1], over the frames that have a frame at lag ≥ 2 (the
+    middle frame of a 3-frame video has none: its ``r_t`` is NaN). Constant motion moves further away with every step
     (``ρ_t ≥ δ_t``), so it scores ~0; a loop or a ping-pong (frame t+L ≈ frame t, or a mirrored
     clip where frame c+d ≈ frame c-d) returns to a frame much closer than one step of motion, so it
     scores close to 1. A static video scores 0 (ε dominates: nothing moves, nothing repeats).
@@ -150,6 +151,9 @@ def repetition(frames: np.ndarray) -> tuple[float, list[float], int | None]:
     for t in range(num):
         neighbours = [dist[t, s] for s in (t - 1, t + 1) if 0 <= s < num]
         far = [s for s in range(num) if abs(s - t) >= 2]
+        if not far:
+            scores.append(float("nan"))
+            continue
         delta = float(np.mean(neighbours))
         s_best = min(far, key=lambda s: dist[t, s])
         r = float(np.clip(1.0 - (dist[t, s_best] + REPETITION_EPS) / (delta + REPETITION_EPS), 0.0, 1.0))
@@ -157,4 +161,4 @@ def repetition(frames: np.ndarray) -> tuple[float, list[float], int | None]:
         if r > 0.5:
             lags.append(abs(s_best - t))
     lag = int(np.median(lags)) if lags else None
-    return float(np.mean(scores)), scores, lag
+    return float(np.nanmean(scores)), scores, lag
