@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,35 +68,201 @@ def _has_audio(path: Path) -> bool:
         return False
 
 
-def _read_decord(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
-    import decord
+@dataclass
+class VideoInfo:
+    """What :func:`probe_video` learns without decoding the video: frame count, fps, ``(width,
+    height)`` and whether there is an audio track."""
 
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    n = len(reader)
-    if max_frames is not None:
-        n = min(n, max_frames)
-    if n == 0:
-        raise ValueError("no frames")
-    frames = reader.get_batch(list(range(n))).asnumpy()
-    return frames, float(reader.get_avg_fps())
+    num_frames: int
+    fps: float
+    size: tuple[int, int]
+    path: Path | None = None
+    has_audio: bool = False
 
 
-def _read_pyav(path: Path, max_frames: int | None) -> tuple[np.ndarray, float]:
-    import av
+class _DecordSource:
+    """Random access by frame index (``get_batch`` on an index range), the count from the index."""
 
-    frames = []
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.base_rate or 0) or 25.0
-        for frame in container.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-    if not frames:
-        raise ValueError("no frames")
-    return np.stack(frames), fps
+    def __init__(self, path: Path):
+        import decord
+
+        self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        self.num_frames = len(self.reader)
+        self.fps = float(self.reader.get_avg_fps())
+
+    def chunks(self, chunk_size: int | None, max_frames: int | None, start: int = 0) -> Iterator[np.ndarray]:
+        stop = self.num_frames if max_frames is None else min(self.num_frames, max_frames)
+        step = chunk_size or max(stop - start, 1)
+        for first in range(start, stop, step):
+            yield self.reader.get_batch(list(range(first, min(first + step, stop)))).asnumpy()
+
+
+class _PyAVSource:
+    """Sequential decoding; the count comes from the stream header, or a decoding pass without it."""
+
+    def __init__(self, path: Path):
+        import av
+
+        self.path = path
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            stream = container.streams.video[0]
+            self.fps = float(stream.average_rate or stream.base_rate or 0) or 25.0
+            self._header_frames = int(stream.frames or 0)
+
+    @property
+    def num_frames(self) -> int:
+        if self._header_frames == 0:  # GIF and some containers do not store it: count by decoding
+            import av
+
+            with av.open(str(self.path)) as container:
+                self._header_frames = sum(1 for _ in container.decode(container.streams.video[0]))
+        return self._header_frames
+
+    def chunks(self, chunk_size: int | None, max_frames: int | None, start: int = 0) -> Iterator[np.ndarray]:
+        import av
+
+        frames, index = [], 0
+        with av.open(str(self.path)) as container:
+            for frame in container.decode(container.streams.video[0]):
+                if index >= start:  # a fallback after `start` frames came from another decoder
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                index += 1
+                if chunk_size is not None and len(frames) == chunk_size:
+                    yield np.stack(frames)
+                    frames = []
+                if max_frames is not None and index >= max_frames:
+                    break
+        if frames:
+            yield np.stack(frames)
+
+
+class _PngFolderSource:
+    """A folder of PNG frames (sorted by name) with an optional ``fps.txt``, as VideoWriter writes."""
+
+    def __init__(self, path: Path):
+        self.files = sorted(path.glob("*.png"))
+        self.num_frames = len(self.files)
+        fps_file = path / "fps.txt"
+        self.fps = float(fps_file.read_text()) if fps_file.exists() else 25.0
+
+    def chunks(self, chunk_size: int | None, max_frames: int | None, start: int = 0) -> Iterator[np.ndarray]:
+        files = self.files[:max_frames]
+        step = chunk_size or max(len(files), 1)
+        for first in range(start, len(files), step):
+            yield np.stack([read_image(p) for p in files[first : first + step]])
+
+
+def _is_png_folder(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("*.png"))
+
+
+def _check_video_path(path: Path) -> Path:
+    """The one-line errors every reader gives before decoding: missing, directory, empty, image."""
+    if not _is_png_folder(path):
+        check_input_file(path, "video")
+        if path.suffix.lower() in IMAGE_SUFFIXES - {".gif"}:
+            raise VidforgeError(f"video {str(path)!r} is an image file, not a video")
+    return path
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+
+
+def _decode_error(path: Path, errors: list[str]) -> VidforgeError:
+    detail = f" ({errors[-1]})" if errors else ""
+    return VidforgeError(f"cannot decode video {str(path)!r}: not a readable video file{detail}")
+
+
+def _decoded_chunks(
+    path: Path, chunk_size: int | None, max_frames: int | None
+) -> Iterator[tuple[np.ndarray, float]]:
+    """Yield ``(chunk (f, H, W, 3) uint8, fps)``: decord first, PyAV where decord is missing or fails.
+
+    A decoder that fails part way hands over to the next one at the first frame not yet yielded.
+    ``chunk_size=None`` decodes everything in one chunk. Call :func:`_check_video_path` first.
+    """
+    if _is_png_folder(path):
+        source = _PngFolderSource(path)
+        for chunk in source.chunks(chunk_size, max_frames):
+            yield chunk, source.fps
+        return
+    errors, done = [], 0
+    for open_source in (_DecordSource, _PyAVSource):
+        try:
+            source = open_source(path)
+            for chunk in source.chunks(chunk_size, max_frames, start=done):
+                yield chunk, source.fps
+                done += len(chunk)
+            if done == 0:
+                raise ValueError("no frames")
+            return
+        except ImportError:
+            continue
+        except Exception as e:  # decord and PyAV raise many types for bad files
+            errors.append(_first_line(e))
+    raise _decode_error(path, errors)
+
+
+def _open_source(path: Path):
+    """The decoder :func:`probe_video` reads metadata from: the first that opens and decodes frame 0."""
+    if _is_png_folder(path):
+        return _PngFolderSource(path), None
+    errors = []
+    for open_source in (_DecordSource, _PyAVSource):
+        try:
+            source = open_source(path)
+            first = next(source.chunks(1, 1), None)
+            if first is None:
+                raise ValueError("no frames")
+            return source, first[0]
+        except ImportError:
+            continue
+        except Exception as e:  # decord and PyAV raise many types for bad files
+            errors.append(_first_line(e))
+    raise _decode_error(path, errors)
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Frame count, fps, size and audio of a video file (or PNG folder) without decoding it whole.
+
+    Decodes frame 0 only (so a file that does not decode at all fails here, before any model
+    loads). The count is decord's frame index, or PyAV's stream header; when the header lacks it
+    (GIF, some streams) PyAV counts by one decoding pass, chunk by chunk (time, not memory).
+    Raises the same one-line :class:`VidforgeError` as :func:`read_video`.
+    """
+    path = _check_video_path(Path(path))
+    source, first = _open_source(path)
+    if first is None:  # PNG folder
+        first = read_image(source.files[0])
+    try:
+        num_frames = source.num_frames
+    except Exception as e:  # the PyAV counting pass hit a damaged packet
+        raise _decode_error(path, [_first_line(e)]) from e
+    has_audio = not path.is_dir() and _has_audio(path)
+    return VideoInfo(num_frames, source.fps, (int(first.shape[1]), int(first.shape[0])), path, has_audio)
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    chunk_size: int,
+    max_frames: int | None = None,
+    resize: tuple[int, int] | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode a video file (or a folder of PNG frames) chunk by chunk: ``(f, H, W, 3)`` uint8 arrays
+    of ``chunk_size`` frames (the last may be shorter), so memory is bounded by ``chunk_size``.
+
+    Bad paths (missing, directory, empty, an image) raise at the call; undecodable data raises the
+    one-line :class:`VidforgeError` of :func:`read_video` when iteration reaches it. The frames are
+    exactly those of :func:`read_video` with the same ``max_frames`` and ``resize``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    path = _check_video_path(Path(path))
+    chunks = (chunk for chunk, _ in _decoded_chunks(path, chunk_size, max_frames))
+    return (chunk if resize is None else resize_frames(chunk, resize) for chunk in chunks)
 
 
 def read_video(
@@ -103,35 +270,17 @@ def read_video(
     max_frames: int | None = None,
     resize: tuple[int, int] | None = None,
 ) -> Video:
-    """Decode a video file (or a folder of PNG frames) into :class:`Video`.
+    """Decode a video file (or a folder of PNG frames) into :class:`Video`, all in memory (see
+    :func:`iter_frames` for long videos).
 
     ``resize`` is ``(width, height)``. Raises :class:`VidforgeError` naming the file when it cannot
     be decoded (corrupt, truncated, not a video).
     """
-    path = Path(path)
-    if path.is_dir() and any(path.glob("*.png")):
-        frames = np.stack([read_image(p) for p in sorted(path.glob("*.png"))[:max_frames]])
-        fps_file = path / "fps.txt"
-        fps = float(fps_file.read_text()) if fps_file.exists() else 25.0
-        video = Video(frames, fps, path, has_audio=False)
-    else:
-        check_input_file(path, "video")
-        if path.suffix.lower() in IMAGE_SUFFIXES - {".gif"}:
-            raise VidforgeError(f"video {str(path)!r} is an image file, not a video")
-        errors = []
-        frames = fps = None
-        for reader in (_read_decord, _read_pyav):
-            try:
-                frames, fps = reader(path, max_frames)
-                break
-            except ImportError:
-                continue
-            except Exception as e:  # decord and PyAV raise many types for bad files
-                errors.append(str(e).splitlines()[0][:120] if str(e) else type(e).__name__)
-        if frames is None:
-            detail = f" ({errors[-1]})" if errors else ""
-            raise VidforgeError(f"cannot decode video {str(path)!r}: not a readable video file{detail}")
-        video = Video(frames, fps, path, has_audio=_has_audio(path))
+    path = _check_video_path(Path(path))
+    chunks = list(_decoded_chunks(path, None, max_frames))
+    frames = chunks[0][0] if len(chunks) == 1 else np.concatenate([chunk for chunk, _ in chunks])
+    fps = chunks[-1][1]
+    video = Video(frames, fps, path, has_audio=not _is_png_folder(path) and _has_audio(path))
     if resize is not None:
         video.frames = resize_frames(video.frames, resize)
     return video
