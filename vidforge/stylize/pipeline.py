@@ -13,10 +13,10 @@ Per chunk of ``--batch-frames`` frames and per denoising step:
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +28,13 @@ from vidforge.core.options import Result
 from vidforge.core.progress import Bars, Timer
 from vidforge.core.text import encode_prompts
 from vidforge.core.vae import decode_latents, encode_frames, set_tiling, to_tensor, to_uint8
-from vidforge.core.video_io import Video, VideoWriter, read_video, resize_frames
+from vidforge.core.video_io import Video, VideoInfo, VideoWriter, iter_frames, probe_video, resize_frames
 from vidforge.stylize.attention_map import attention_condition, install_probs_processor, saliency_mask
 from vidforge.stylize.clip_guidance import clip_guidance_step
 from vidforge.stylize.guidance import batch_branches, branch_conditions, four_branch_guidance, split_branches
 from vidforge.stylize.models import Components, load_components, make_scheduler
 from vidforge.stylize.options import StylizeOptions
-from vidforge.stylize.temporal import FrameFlows, fuse_latent, fuse_pixels, fuse_window_steps, input_flows
+from vidforge.stylize.temporal import FrameFlows, chunk_flows, fuse_latent, fuse_pixels, fuse_window_steps
 
 LATENT_FACTOR = 8
 
@@ -43,6 +43,30 @@ def processing_size(width: int, height: int) -> tuple[int, int]:
     """Frame size the model sees: each side rounded to the NEAREST multiple of 8 (halves round up),
     at least 8. The aspect ratio changes by at most 4 px per side; the output is resized back."""
     return max(8, math.floor(width / 8 + 0.5) * 8), max(8, math.floor(height / 8 + 0.5) * 8)
+
+
+def rechunk(frames: np.ndarray | Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Frames ``(F, H, W, 3)``, or chunks ``(f, H, W, 3)`` of any sizes in video order, as chunks of
+    exactly ``size`` frames (the last may be shorter). Chunks that already have ``size`` frames pass
+    through uncopied; at most ``size`` frames plus one incoming chunk are held."""
+    if isinstance(frames, np.ndarray):
+        for start in range(0, len(frames), size):
+            yield frames[start : start + size]
+        return
+    pending, count = [], 0
+    for chunk in frames:
+        if not pending and len(chunk) == size:
+            yield chunk
+            continue
+        pending.append(chunk)
+        count += len(chunk)
+        while count >= size:
+            joined = np.concatenate(pending)
+            yield joined[:size]
+            pending = [joined[size:]] if count > size else []
+            count -= size
+    if pending:
+        yield np.concatenate(pending)
 
 
 class Parameterization:
@@ -166,15 +190,31 @@ class StylizePipeline:
 
     @torch.no_grad()
     def stream(
-        self, frames: np.ndarray, options: StylizeOptions, bars: Bars | None = None
+        self,
+        frames: np.ndarray | Iterable[np.ndarray],
+        options: StylizeOptions,
+        bars: Bars | None = None,
+        num_frames: int | None = None,
     ) -> Iterator[np.ndarray]:
-        """Like ``__call__`` but yields each chunk's output frames as soon as it is done."""
+        """Like ``__call__``, but the input may also be an iterable of ``(f, H, W, 3)`` chunks in
+        video order (e.g. :func:`~vidforge.core.video_io.iter_frames`), read lazily, and each chunk's
+        output is yielded as soon as it is done. Memory is bounded in video length: one chunk of
+        ``batch_frames`` input frames plus the previous input frame (for flow) are held.
+        ``num_frames`` (optional) only sizes the progress bar."""
         bars = bars or Bars(disable=True)
+        if isinstance(frames, np.ndarray):
+            num_frames = len(frames)
+        chunks = rechunk(frames, options.batch_frames)
+        first = next(chunks, None)
+        if first is None:
+            return
         # 0. Check inputs
-        num_frames, height, width = frames.shape[:3]
+        height, width = first.shape[1:3]
         if height % LATENT_FACTOR or width % LATENT_FACTOR:
             raise ValueError(f"frame size {width}x{height} must be a multiple of 8 (see processing_size)")
         latent_size = (height // LATENT_FACTOR, width // LATENT_FACTOR)
+        chunks = itertools.chain([first], chunks)
+        del first  # held by the chain only until it is consumed
         generator = make_generator(options.seed)
         set_tiling(self.vae, options.vae_tiling)
 
@@ -195,12 +235,13 @@ class StylizePipeline:
         #    the result independent of --batch-frames)
         noise = randn((1, 4, *latent_size), generator, self.device, self.dtype)
 
-        carry = {"x0": {}, "out": None}  # previous chunk's last frame: per-step x0, final output
-        starts = range(0, num_frames, options.batch_frames)
-        for start in bars.track(starts, "chunks", total=len(starts)):
-            chunk = frames[start : start + options.batch_frames]
+        # previous chunk's last frame: per-step x0, final output, and input (for the flow)
+        carry = {"x0": {}, "out": None, "input": None}
+        total = math.ceil(num_frames / options.batch_frames) if num_frames is not None else None
+        start = 0
+        for chunk in bars.track(chunks, "chunks", total=total):
             indices = list(range(start, start + len(chunk)))
-            flows = input_flows(frames, indices, options.flow) if need_flow else None
+            flows = chunk_flows(chunk, start, carry["input"], options.flow) if need_flow else None
             # 5. Denoise the chunk
             latents = self.denoise_chunk(
                 chunk, indices, noise, text, flows, fuse_steps, clip, options, generator, carry, bars
@@ -211,7 +252,9 @@ class StylizePipeline:
             # 7. Pixel fusion with the previous output frame (deflicker)
             if options.deflicker > 0:
                 out = self.pixel_fusion(out, indices, flows, options.deflicker, carry)
-            carry["out"] = out[-1]
+            # copies, so the previous chunk's arrays are freed
+            carry["out"], carry["input"] = out[-1].copy(), chunk[-1].copy()
+            start += len(chunk)
             yield out
 
     def denoise_chunk(
@@ -296,6 +339,23 @@ class StylizePipeline:
         return np.stack(fused)
 
 
+def open_input(input: str | os.PathLike | Video, options: StylizeOptions) -> tuple[VideoInfo, Iterator]:
+    """The input's metadata (after ``--max-frames`` and ``--resize``) and its frames as lazily read
+    chunks of ``--batch-frames`` frames: a file is probed, then decoded chunk by chunk, never whole."""
+    if isinstance(input, Video):
+        frames = input.frames[: options.max_frames]
+        info = VideoInfo(len(frames), input.fps, input.size, input.path, input.has_audio)
+        chunks = rechunk(frames, options.batch_frames)
+        if options.resize is not None:
+            chunks = (resize_frames(chunk, options.resize) for chunk in chunks)
+    else:
+        info = probe_video(input)
+        chunks = iter_frames(input, options.batch_frames, options.max_frames, options.resize)
+    num_frames = info.num_frames if options.max_frames is None else min(info.num_frames, options.max_frames)
+    size = options.resize or info.size
+    return VideoInfo(num_frames, info.fps, size, info.path, info.has_audio), chunks
+
+
 def run(
     input: str | os.PathLike | Video,
     options: StylizeOptions,
@@ -304,26 +364,29 @@ def run(
     pipeline: StylizePipeline | None = None,
 ) -> Result:
     """Stylize a video file with Style-A-Video; write ``output`` (fps and audio of the input) or,
-    without an output path, return the frames in :attr:`Result.frames`."""
+    without an output path, return the frames in :attr:`Result.frames`.
+
+    With an output path, memory is bounded in video length: the input is read, stylized and
+    written one chunk of ``--batch-frames`` frames at a time."""
     timer = Timer()
     bars = bars or Bars(disable=True)
     # 0. Check inputs
     options.validate()
-    # 1. Read frames (optionally first N, resized), then round the size to multiples of 8
-    video = input if isinstance(input, Video) else read_video(input, options.max_frames, options.resize)
-    if options.max_frames is not None:
-        video = replace(video, frames=video.frames[: options.max_frames])
-    out_width, out_height = video.size
+    # 1. Open the input (optionally first N frames, resized): probe now, read chunk by chunk later,
+    #    each chunk rounded to the processing size (multiples of 8)
+    info, chunks = open_input(input, options)
+    out_width, out_height = info.size
     size = processing_size(out_width, out_height)
-    frames = resize_frames(video.frames, size)
+    chunks = (resize_frames(chunk, size) for chunk in chunks)
     # 2. Load the models
     pipeline = pipeline or StylizePipeline.from_options(options)
     # 3. Stylize chunk by chunk, streaming each chunk to the writer
-    writer = VideoWriter(output, video.fps, audio_from=video.path) if output is not None else None
-    kept = []
+    writer = VideoWriter(output, info.fps, audio_from=info.path) if output is not None else None
+    kept, num_frames = [], 0
     try:
-        for out in pipeline.stream(frames, options, bars):
+        for out in pipeline.stream(chunks, options, bars, num_frames=info.num_frames):
             out = resize_frames(out, (out_width, out_height))
+            num_frames += len(out)
             if writer is not None:
                 writer.write(out)
             else:
@@ -334,7 +397,7 @@ def run(
         raise
     # 4. Finish the file
     path = writer.close() if writer is not None else None
-    info = {
+    info_out = {
         "model": pipeline.components.name,
         "seed": options.seed,
         "steps": options.steps,
@@ -345,9 +408,9 @@ def run(
     }
     return Result(
         output=Path(path) if path else None,
-        num_frames=video.num_frames,
-        fps=video.fps,
+        num_frames=num_frames,
+        fps=info.fps,
         seconds=timer.seconds,
         frames=np.concatenate(kept) if kept else None,
-        info=info,
+        info=info_out,
     )

@@ -46,13 +46,34 @@ def input_flows(frames: np.ndarray, indices: list[int] | None = None, method: st
     """Flows and occlusion of ``(F, H, W, 3)`` uint8 input frames ``indices`` (default: all)
     to their previous frame (see the module docstring)."""
     indices = list(range(len(frames))) if indices is None else list(indices)
-    height, width = frames.shape[1:3]
+    pairs = [(frames[t - 1] if t > 0 else None, frames[t]) for t in indices]
+    return _pair_flows(indices, pairs, frames.shape[1:3], method)
+
+
+def chunk_flows(
+    chunk: np.ndarray, start: int, previous: np.ndarray | None, method: str = "dis"
+) -> FrameFlows:
+    """:func:`input_flows` of one streamed chunk: ``chunk`` ``(f, H, W, 3)`` holds the input frames
+    ``start .. start+f-1`` and ``previous`` ``(H, W, 3)`` is frame ``start-1`` (None when start = 0),
+    so the whole video never has to be in memory."""
+    if start > 0 and previous is None:
+        raise ValueError(
+            "chunk_flows needs the previous input frame for a chunk that does not start the video"
+        )
+    indices = list(range(start, start + len(chunk)))
+    pairs = [(chunk[k - 1] if k > 0 else previous, chunk[k]) for k in range(len(chunk))]
+    return _pair_flows(indices, pairs, chunk.shape[1:3], method)
+
+
+def _pair_flows(indices: list[int], pairs: list, size: tuple[int, int], method: str) -> FrameFlows:
+    """Backward flow and validity for each ``(previous, current)`` pair (previous None: frame 0)."""
+    height, width = size
     flow = np.zeros((len(indices), height, width, 2), np.float32)
     valid = np.zeros((len(indices), height, width), np.float32)
-    for k, t in enumerate(indices):
-        if t == 0:
+    for k, (before, current) in enumerate(pairs):
+        if before is None:
             continue
-        forward, backward = video_flows(frames[t - 1 : t + 1], method)
+        forward, backward = video_flows(np.stack([before, current]), method)
         flow[k] = backward[0]  # frame t -> frame t-1
         valid[k] = ~occlusion_mask(backward[0], forward[0])
     return FrameFlows(indices, flow, valid)
