@@ -54,8 +54,8 @@ def test_prompt_frames_must_be_below_the_model_clip_length():
 
 
 def test_image_is_refused_for_text_to_video_models():
-    with pytest.raises(OptionError, match="--image is not supported by --model tiny"):
-        extend.run(replace(BASE, frames=8, image="photo.png"))
+    with pytest.raises(OptionError, match="--image is not supported by --model modelscope"):
+        extend.run(replace(BASE, model="modelscope", frames=8, image="photo.png"))
 
 
 def test_real_model_missing_offline_is_one_line_error():
@@ -128,7 +128,7 @@ def test_interrupt_inside_the_first_clip_leaves_no_video(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("vidforge.extend.pipeline.classifier_free_guidance", lambda d, s: denoiser_interrupt)
+        mp.setattr("vidforge.extend.pipeline.classifier_free_guidance", lambda d, s, r: denoiser_interrupt)
         with pytest.raises(KeyboardInterrupt, match="nothing written"):
             extend.run(replace(BASE, frames=12), output=out)
     assert not out.exists()

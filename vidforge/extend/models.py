@@ -13,6 +13,7 @@ import torch
 
 from vidforge.core.models import ModelSource, fetch_weights, seeded
 from vidforge.errors import VidforgeError
+from vidforge.extend.dynamicrafter import AnimateDenoiser, AnimateScheduler, check_image_model
 
 # Native clip length N and frame size (height, width) of each preset.
 NATIVE = {
@@ -39,16 +40,22 @@ class UNet3DDenoiser:
     def __init__(self, unet):
         self.unet = unet
 
+    @property
+    def downsample(self) -> int:
+        """Spatial downsampling of the UNet (latent sizes must be multiples of it)."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
     def __call__(self, z: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
         return self.unet(z, t, encoder_hidden_states=cond).sample
 
 
 @dataclass
 class ExtendModel:
-    """Everything ``extend`` needs from a text-to-video model."""
+    """Everything ``extend`` needs from a video model: a text-to-video UNet, or DynamiCrafter's
+    image-conditioned UNet (``supports_image``: its denoiser is an ``AnimateDenoiser``)."""
 
     name: str
-    denoiser: UNet3DDenoiser
+    denoiser: UNet3DDenoiser | AnimateDenoiser
     vae: torch.nn.Module
     text_encoder: torch.nn.Module
     tokenizer: object
@@ -58,10 +65,13 @@ class ExtendModel:
     width: int
     is_tiny: bool = False
     supports_image: bool = False  # animate-UNet adapters take --image
+    default_fps: float = 8.0  # output fps without --fps / --init
+    guidance_rescale: float = 0.0  # Lin et al. 2023 (DynamiCrafter 512/1024: 0.7)
+    vae_dtype: torch.dtype | None = None  # decode precision (None: the VAE's own)
 
     @property
     def latent_channels(self) -> int:
-        return int(self.denoiser.unet.config.in_channels)
+        return int(self.vae.config.latent_channels)
 
     @property
     def vae_scale(self) -> int:
@@ -70,7 +80,15 @@ class ExtendModel:
     @property
     def size_multiple(self) -> int:
         """Frame sizes must be multiples of this (VAE factor × UNet downsampling)."""
-        return self.vae_scale * 2 ** (len(self.denoiser.unet.config.block_out_channels) - 1)
+        return self.vae_scale * self.denoiser.downsample
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.denoiser.unet.parameters()).dtype
 
 
 def ddim_scheduler_config() -> dict:
@@ -145,6 +163,53 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
         width=width,
         is_tiny=source.is_tiny,
     )
+
+
+def load_image_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> ExtendModel:
+    """DynamiCrafter (``vidforge animate``'s model) for ``--image``: ``tiny`` or a release checkpoint.
+
+    Clips are the model's native ``video_length`` frames at its native resolution; the schedule is
+    animate's (:class:`AnimateScheduler`); the VAE decodes in fp32 (fp16 VAE decodes give NaNs).
+    """
+    from vidforge.animate import model as animate_model
+    from vidforge.animate.pipeline import check_schedule, output_fps
+
+    check_image_model(source.name)
+    model = animate_model.load_model(source, device, dtype)
+    config = model.config
+    check_image_model(source.name, config)
+    check_schedule(model, source.name)
+    if model.vae.dtype != torch.float32:
+        _vae_to_fp32(model.vae)
+    height, width = config.resolution
+    return ExtendModel(
+        name=source.name,
+        denoiser=AnimateDenoiser(model),
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=None,  # DynamiCrafter tokenizes with open_clip inside encode_text
+        scheduler=AnimateScheduler(config),
+        clip_frames=config.video_length,
+        height=height,
+        width=width,
+        is_tiny=source.is_tiny,
+        supports_image=True,
+        default_fps=float(output_fps(config, config.default_fps)),
+        guidance_rescale=config.guidance_rescale,
+        vae_dtype=torch.float32,
+    )
+
+
+def _vae_to_fp32(vae) -> None:
+    """Cast the VAE to fp32 without diffusers' warning about casting with ``to()``."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        vae.to(torch.float32)
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def _load_diffusers(source: ModelSource, dtype: torch.dtype):

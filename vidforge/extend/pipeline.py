@@ -22,10 +22,11 @@ from vidforge.core.options import Result, check
 from vidforge.core.progress import Bars, Timer
 from vidforge.core.text import encode_prompts
 from vidforge.core.vae import decode_latents, encode_frames, to_tensor, to_uint8
-from vidforge.core.video_io import VideoWriter, check_input_file, read_video, resize_frames
+from vidforge.core.video_io import VideoWriter, check_input_file, read_image, read_video, resize_frames
 from vidforge.errors import OptionError, VidforgeError
 from vidforge.extend.checkpoint import Checkpoint, state_dir_for
-from vidforge.extend.models import ExtendModel, load_model
+from vidforge.extend.dynamicrafter import check_image_model, encode_image_conditions, fps_conditioning
+from vidforge.extend.models import ExtendModel, load_image_model, load_model
 from vidforge.extend.options import ExtendOptions, check_prompt_frames
 from vidforge.extend.sampler import (
     ReuseState,
@@ -34,7 +35,6 @@ from vidforge.extend.sampler import (
     sample_reuse_and_diffuse,
 )
 
-DEFAULT_FPS = 8.0
 DECODE_CHUNK = 8
 
 
@@ -90,7 +90,8 @@ def _run(options, output, bars, callback, model) -> Result:
     bars = bars or Bars(disable=True)
     # 0. Check inputs
     options.validate()
-    source = resolve_model(options.model, "extend") if model is None else None
+    source = resolve_source(options) if model is None else None
+    image = read_conditioning_image(options.image) if options.image is not None else None
     check(
         not options.resume or output is not None, "--resume needs --output (the checkpoint lives beside it)"
     )
@@ -104,14 +105,17 @@ def _run(options, output, bars, callback, model) -> Result:
     if model is None:
         device = select_device(options.device)
         dtype = select_dtype(device, options.dtype)
-        model = load_model(source, device, dtype)
+        model = (load_image_model if image is not None else load_model)(source, device, dtype)
     else:
-        device, dtype = model.denoiser.unet.device, model.denoiser.unet.dtype
-    if options.image is not None and not model.supports_image:
+        device, dtype = model.device, model.dtype
+    if image is not None and not model.supports_image:
         raise OptionError(
-            f"--image is not supported by --model {model.name} yet (text-to-video UNet); "
+            f"--image is not supported by --model {model.name} (text-to-video UNet); "
             "it needs an image-conditioned (animate) video UNet"
         )
+    check(
+        image is not None or not model.supports_image, f"--model {model.name} animates an image: pass --image"
+    )
     backend = apply_attention_backend(model.denoiser.unet, select_backend(options.attention, device))
 
     # 2. Clip geometry: N, M, frame size, the init video
@@ -119,7 +123,7 @@ def _run(options, output, bars, callback, model) -> Result:
     m = options.prompt_frames
     check_prompt_frames(m, n)
     height, width = prepare_size(options, model)
-    init_frames, fps = prepare_init(options, width, height)
+    init_frames, fps = prepare_init(options, width, height, model.default_fps)
     plan = ClipPlan(
         clip_frames=n,
         prompt_frames=m,
@@ -128,12 +132,20 @@ def _run(options, output, bars, callback, model) -> Result:
         first_from_noise=init_frames is None,
     )
 
-    # 3. Encode the prompt and the negative prompt
-    cond = encode_prompts(
-        model.tokenizer, model.text_encoder, [options.prompt, options.negative_prompt], device, dtype
-    )
-    positive, negative = cond[:1], cond[1:]
-    denoiser = classifier_free_guidance(model.denoiser, options.guidance_scale)
+    # 3. Encode the prompt and the negative prompt (image models: + the image's CLIP tokens for the
+    #    positive branch, a zero image's for the negative one, and the image latent for every frame)
+    base = model.denoiser
+    if image is None:
+        cond = encode_prompts(
+            model.tokenizer, model.text_encoder, [options.prompt, options.negative_prompt], device, dtype
+        )
+        positive, negative = cond[:1], cond[1:]
+    else:
+        positive, negative, image_latents = encode_image_conditions(
+            base.model, image, options.prompt, options.negative_prompt, height, width, options.seed
+        )
+        base = base.with_image(image_latents, fps_conditioning(base.model.config, options.fps))
+    denoiser = classifier_free_guidance(base, options.guidance_scale, model.guidance_rescale)
 
     # 4. Timesteps (DDIM)
     model.scheduler.set_timesteps(options.steps, device=device)
@@ -149,7 +161,7 @@ def _run(options, output, bars, callback, model) -> Result:
     else:
         state = ReuseState()
         if init_frames is not None:
-            state = invert_init(model, init_frames, n, positive, timesteps, options, bars)
+            state = invert_init(model, base, init_frames, n, positive, timesteps, options, bars)
         if output is not None:
             checkpoint = Checkpoint(state_dir)
             checkpoint.start(options)
@@ -185,7 +197,7 @@ def _run(options, output, bars, callback, model) -> Result:
             state = next_state
             latents = z0[0, :, plan.new_frames(k)].permute(1, 0, 2, 3)  # (F, C, h, w)
             latents = latents[: options.frames - written]
-            frames = to_uint8(decode_latents(model.vae, latents, DECODE_CHUNK))
+            frames = to_uint8(decode_latents(model.vae, latents, DECODE_CHUNK, model.vae_dtype))
             written += _emit(frames, writer, collected)
             if checkpoint is not None:
                 checkpoint.add_frames(frames)
@@ -224,9 +236,28 @@ def _run(options, output, bars, callback, model) -> Result:
             "attention": backend,
             "state_bytes": state.nbytes,
             "init": options.init,
+            "image": options.image,
+            **({"cond_fps": base.fps} if image is not None else {}),
             "resumed": bool(options.resume),
         },
     )
+
+
+def resolve_source(options: ExtendOptions):
+    """``--model`` for ``extend``: a text-to-video model, or with ``--image`` an animate model
+    (DynamiCrafter: ``dynamicrafter-256/512/1024``, ``tiny``, a checkpoint path or hub id)."""
+    if options.image is None:
+        return resolve_model(options.model, "extend")
+    check_image_model(options.model)
+    return resolve_model(options.model, "animate")
+
+
+def read_conditioning_image(path: str) -> np.ndarray:
+    """``--image`` as ``(H, W, 3)`` uint8, with one-line errors naming the option."""
+    try:
+        return read_image(path)
+    except VidforgeError as e:
+        raise VidforgeError(f"--image: {e}") from e
 
 
 def prepare_size(options: ExtendOptions, model: ExtendModel) -> tuple[int, int]:
@@ -241,10 +272,12 @@ def prepare_size(options: ExtendOptions, model: ExtendModel) -> tuple[int, int]:
     return height, width
 
 
-def prepare_init(options: ExtendOptions, width: int, height: int) -> tuple[np.ndarray | None, float]:
+def prepare_init(
+    options: ExtendOptions, width: int, height: int, default_fps: float
+) -> tuple[np.ndarray | None, float]:
     """Read ``--init`` resized to the model's frame size; returns ``(frames or None, fps)``."""
     if options.init is None:
-        return None, options.fps or DEFAULT_FPS
+        return None, options.fps or default_fps
     video = read_video(options.init)
     frames = resize_frames(video.frames, (width, height))
     check(
@@ -256,7 +289,7 @@ def prepare_init(options: ExtendOptions, width: int, height: int) -> tuple[np.nd
 
 
 def invert_init(
-    model: ExtendModel, frames: np.ndarray, n: int, positive, timesteps, options, bars
+    model: ExtendModel, denoiser, frames: np.ndarray, n: int, positive, timesteps, options, bars
 ) -> ReuseState:
     """Encode the init video's last ``N`` frames (the first frame repeated in front when it is
     shorter) and DDIM-invert them: the trajectory FNR/PNS/DSG reuse for the next clip."""
@@ -267,7 +300,7 @@ def invert_init(
     latents = encode_frames(model.vae, pixels, DECODE_CHUNK)  # (N, C, h, w), scaled
     latents = latents.permute(1, 0, 2, 3).unsqueeze(0)  # (1, C, N, h, w)
     return ddim_inversion(
-        model.denoiser,
+        denoiser,
         latents,
         timesteps,
         model.scheduler,

@@ -55,9 +55,15 @@ class ReuseState:
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
 
 
-def classifier_free_guidance(denoiser: Denoiser, guidance_scale: float) -> Denoiser:
+def classifier_free_guidance(
+    denoiser: Denoiser, guidance_scale: float, guidance_rescale: float = 0.0
+) -> Denoiser:
     """Wrap a conditional denoiser with CFG (Ho & Salimans 2022): ``cond = (positive, negative)``,
-    ``eps = eps_neg + s·(eps_pos - eps_neg)``, both branches in one batched call."""
+    ``eps = eps_neg + s·(eps_pos - eps_neg)``, both branches in one batched call.
+
+    ``guidance_rescale > 0`` (Lin et al. 2023, sec. 3.4; DynamiCrafter 512/1024 use 0.7) moves the
+    per-sample std of the guided output toward the positive branch's (diffusers' ``rescale_noise_cfg``).
+    """
 
     def guided(z: torch.Tensor, t, cond) -> torch.Tensor:
         positive, negative = cond
@@ -66,7 +72,12 @@ def classifier_free_guidance(denoiser: Denoiser, guidance_scale: float) -> Denoi
         batch = z.shape[0]
         eps = denoiser(torch.cat([z, z]), t, torch.cat([negative, positive]))
         eps_negative, eps_positive = eps[:batch], eps[batch:]
-        return eps_negative + guidance_scale * (eps_positive - eps_negative)
+        out = eps_negative + guidance_scale * (eps_positive - eps_negative)
+        if guidance_rescale > 0:
+            from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+            out = rescale_noise_cfg(out, eps_positive, guidance_rescale=guidance_rescale)
+        return out
 
     return guided
 
