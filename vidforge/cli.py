@@ -313,7 +313,8 @@ def extend(
         str | None,
         typer.Option(
             help="modelscope (default, 16 frames 256x256), zeroscope (24 frames 576x320), a hub id or a "
-            "diffusers folder; 'tiny' = random weights, noise output."
+            "diffusers folder; with --image: dynamicrafter-256/512 (default)/1024 or a DynamiCrafter "
+            "checkpoint; 'tiny' = random weights, noise output."
         ),
     ] = None,
     steps: Annotated[int, typer.Option(help="DDIM steps per clip.")] = ExtendOptions.steps,
@@ -347,7 +348,11 @@ def extend(
     height: Annotated[int | None, typer.Option(help="Frame height.")] = None,
     width: Annotated[int | None, typer.Option(help="Frame width.")] = None,
     fps: Annotated[
-        float | None, typer.Option(help="Output fps (default: the --init video's, else 8).")
+        float | None,
+        typer.Option(
+            help="Output fps (default: the --init video's, else 8; with --image: the model's fps "
+            "conditioning, which --fps sets for dynamicrafter-512/1024)."
+        ),
     ] = None,
     init: Annotated[
         Path | None,
@@ -356,7 +361,10 @@ def extend(
             rich_help_panel="Reuse-and-Diffuse",
         ),
     ] = None,
-    image: Annotated[Path | None, typer.Option(help="Conditioning image (animate models).")] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(help="Extend an animation of this image (DynamiCrafter, the animate model)."),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoints.")] = False,
     device: Device = ExtendOptions.device,
     dtype: Dtype = ExtendOptions.dtype,
