@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vidforge import extend
-from vidforge.animate.model import CONFIGS
+from vidforge.animate.model import CONFIGS, build_model, replace_config
 from vidforge.animate.sampler import sample_ddim, schedule_for_config
 from vidforge.cli import app
 from vidforge.core.device import make_generator
@@ -22,7 +22,7 @@ from vidforge.errors import VidforgeError
 from vidforge.extend import ExtendOptions, classifier_free_guidance, sample_clip
 from vidforge.extend.checkpoint import state_dir_for
 from vidforge.extend.dynamicrafter import AnimateDenoiser, AnimateScheduler
-from vidforge.extend.models import load_image_model
+from vidforge.extend.models import image_model, load_image_model
 
 runner = CliRunner()
 
@@ -183,6 +183,20 @@ def test_init_with_a_v_prediction_model_is_a_clear_error(image_path, tiny_model,
     with pytest.raises(VidforgeError, match="epsilon-prediction models only") as e:
         extend.run(options(image_path, frames=12, init=str(clip_path)), model=tiny_model)
     assert "\n" not in str(e.value)
+
+
+def test_init_continues_a_video_with_an_epsilon_image_model(image_path, clip_path):
+    """The 256 model's sampling (ε, leading spacing, frame stride 3) on tiny weights: DDIM inversion
+    of --init runs over animate's schedule, and the init frames come first, unchanged."""
+    config = replace_config(
+        CONFIGS["tiny"], prediction_type="epsilon", zero_snr=False, timestep_spacing="leading",
+        fps_conditioning="frame_stride", default_fps=3, guidance_rescale=0.0, dynamic_rescale_base=None,
+    )  # fmt: skip
+    model = image_model(build_model(config), "tiny-eps")
+    result = extend.run(options(image_path, frames=12, clip_frames=8, init=str(clip_path)), model=model)
+    assert result.num_frames == 12 and result.info["cond_fps"] == 3
+    assert result.fps == pytest.approx(12)  # the init video's fps
+    assert np.array_equal(result.frames[:8], read_video(clip_path).frames)
 
 
 @pytest.mark.parametrize(

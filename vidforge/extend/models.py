@@ -166,24 +166,30 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
 
 
 def load_image_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> ExtendModel:
-    """DynamiCrafter (``vidforge animate``'s model) for ``--image``: ``tiny`` or a release checkpoint.
-
-    Clips are the model's native ``video_length`` frames at its native resolution; the schedule is
-    animate's (:class:`AnimateScheduler`); the VAE decodes in fp32 (fp16 VAE decodes give NaNs).
-    """
+    """DynamiCrafter (``vidforge animate``'s model) for ``--image``: ``tiny`` or a release checkpoint,
+    refused early when it is a text-to-video or interpolation model."""
     from vidforge.animate import model as animate_model
-    from vidforge.animate.pipeline import check_schedule, output_fps
+    from vidforge.animate.pipeline import check_schedule
 
     check_image_model(source.name)
     model = animate_model.load_model(source, device, dtype)
-    config = model.config
-    check_image_model(source.name, config)
+    check_image_model(source.name, model.config)
     check_schedule(model, source.name)
+    return image_model(model, source.name, is_tiny=source.is_tiny)
+
+
+def image_model(model, name: str, is_tiny: bool = False) -> ExtendModel:
+    """Wrap a loaded ``DynamiCrafter`` for ``extend``: clips of its native ``video_length`` frames at
+    its native resolution, animate's schedule (:class:`AnimateScheduler`), its guidance rescale, and
+    the VAE in fp32 (fp16 VAE decodes give NaNs)."""
+    from vidforge.animate.pipeline import output_fps
+
+    config = model.config
     if model.vae.dtype != torch.float32:
         _vae_to_fp32(model.vae)
     height, width = config.resolution
     return ExtendModel(
-        name=source.name,
+        name=name,
         denoiser=AnimateDenoiser(model),
         vae=model.vae,
         text_encoder=model.text_encoder,
@@ -192,7 +198,7 @@ def load_image_model(source: ModelSource, device: torch.device, dtype: torch.dty
         clip_frames=config.video_length,
         height=height,
         width=width,
-        is_tiny=source.is_tiny,
+        is_tiny=is_tiny,
         supports_image=True,
         default_fps=float(output_fps(config, config.default_fps)),
         guidance_rescale=config.guidance_rescale,
