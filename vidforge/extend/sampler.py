@@ -202,7 +202,7 @@ def ddim_inversion(
     if getattr(scheduler.config, "prediction_type", "epsilon") != "epsilon":
         raise VidforgeError(
             "--init: DDIM inversion is implemented for epsilon-prediction models only "
-            f"(this model predicts {scheduler.config.prediction_type})"
+            f"(this model predicts {scheduler.config.prediction_type}; with --image use --model dynamicrafter-256)"
         )
     num_cached = staged_guidance_schedule(len(timesteps), prompt_frames, staged_guidance).shape[0]
     alphas = scheduler.alphas_cumprod.to(latents.device, torch.float64)
