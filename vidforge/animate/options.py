@@ -36,7 +36,6 @@ class AnimateOptions(RunOptions):
     def validate(self) -> None:
         super().validate()
         check(self.frames >= 1, f"--frames must be at least 1 (got {self.frames})")
-        check(self.steps <= 1000, f"--steps must be at most 1000, the training timesteps (got {self.steps})")
         check(0 <= self.eta <= 1, "--eta must be in [0, 1]")
         check(self.fps is None or self.fps >= 1, "--fps must be at least 1")
         check(self.frame_stride is None or self.frame_stride >= 1, "--frame-stride must be at least 1")

@@ -25,6 +25,7 @@ class RunOptions:
 
     def validate(self) -> None:
         check(self.steps >= 1, f"--steps must be at least 1 (got {self.steps})")
+        check(self.steps <= 1000, f"--steps must be at most 1000, the training timesteps (got {self.steps})")
         check(
             self.attention in ATTENTION_BACKENDS,
             f"--attention must be one of {', '.join(ATTENTION_BACKENDS)}",

@@ -54,7 +54,10 @@ class EvaluateOptions:
                 name not in self.metrics or bool(self.source),
                 f"--metric {name} needs --source ({_SOURCE_HELP[name]})",
             )
-        check(self.fvd_frames >= 1 and self.fvd_size >= 8, "fvd_frames must be >= 1 and fvd_size >= 8")
+        check(
+            self.fvd_frames >= 1 and self.fvd_size >= 8,
+            "--fvd-frames must be >= 1 (and the FVD frame size >= 8)",
+        )
         check(self.kvd_subsets >= 1 and self.kvd_subset_size >= 2, "kvd subsets need >= 1 subset of >= 2")
 
 
