@@ -293,13 +293,13 @@ def test_flows_computed_once_and_shared_by_warp_error_and_motion(tmp_path, monke
     from vidforge.evaluate import pipeline
 
     calls = []
-    real = pipeline._dis_flow
+    real = pipeline.compute_flow
 
-    def counting(a, b):
-        calls.append(1)
-        return real(a, b)
+    def counting(a, b, method):
+        calls.append(method)
+        return real(a, b, method)
 
-    monkeypatch.setattr(pipeline, "_dis_flow", counting)
+    monkeypatch.setattr(pipeline, "compute_flow", counting)
     video = write_video(tmp_path / "v.png", sliding_frames(5, shift=(2, 1)), fps=8)
     m = run([str(video)], EvaluateOptions(metrics=("warp-error", "motion"))).videos[0].metrics
     assert len(calls) == 2 * 4  # forward + backward for each of the 4 pairs, none again for motion

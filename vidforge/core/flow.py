@@ -7,17 +7,20 @@ b, so ``warp(b, w_ab)`` aligns b onto a. Arrays are ``(H, W, 2)`` float32 in pix
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 
-FLOW_METHODS = ("dis", "raft")
+_thread = threading.local()
 
 
-@functools.lru_cache(maxsize=1)
 def _dis():
+    """One OpenCV DIS object per thread: they keep internal buffers and are not thread-safe."""
     import cv2
 
-    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    if not hasattr(_thread, "dis"):
+        _thread.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return _thread.dis
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:

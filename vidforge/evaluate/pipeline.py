@@ -8,7 +8,6 @@ exit 1. Bad inputs (missing or corrupt video, unknown metric) stop the run with 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidforge.core.flow import raft_flows
+from vidforge.core.flow import compute_flow, raft_flows
 from vidforge.core.progress import Bars, Timer
 from vidforge.core.video_io import read_image, read_video, resize_frames
 from vidforge.errors import VidforgeError
@@ -30,18 +29,6 @@ FLOW_NAMES = {"dis": "OpenCV DIS (medium preset)", "raft": "torchvision RAFT-lar
 
 
 FLOW_CHUNK = 8  # frame pairs computed together (in parallel threads for DIS, one batch for RAFT)
-_thread = threading.local()
-
-
-def _dis_flow(frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
-    """DIS flow with one OpenCV DIS object per thread (they are not thread-safe); same preset as
-    ``core.flow.compute_flow``."""
-    import cv2
-
-    if not hasattr(_thread, "dis"):
-        _thread.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (frame_a, frame_b)]
-    return _thread.dis.calc(gray[0], gray[1], None)
 
 
 class FlowCache:
@@ -66,7 +53,7 @@ class FlowCache:
             done = Future()
             done.set_result(list(raft_flows(frames_a, frames_b)))
             return [done]
-        return [pool.submit(_dis_flow, self.frames[a], self.frames[b]) for a, b in pairs]
+        return [pool.submit(compute_flow, self.frames[a], self.frames[b], "dis") for a, b in pairs]
 
     def pairs(self, pairs: list[tuple[int, int]], description: str = "optical flow") -> Iterator[FlowPair]:
         """Yield ``(w_ab, w_ba)`` for each ``(a, b)`` in ``pairs``, in order.
