@@ -267,7 +267,7 @@ def animate(
     loop: Annotated[
         bool,
         typer.Option(
-            help="Interp model: loop back to the input image (seamless: the repeat of the first frame is not written)."
+            help="Interp model: loop back to the input image; writes --frames minus 1 frames (the last, a repeat of the first, is dropped)."
         ),
     ] = False,
     height: Annotated[int | None, typer.Option(help="Output height (multiple of 64).")] = None,

@@ -78,8 +78,7 @@ def run(
     guidance_rescale = (
         config.guidance_rescale if options.guidance_rescale is None else options.guidance_rescale
     )
-    # --loop: one extra frame, the input again, that is dropped after sampling (seamless loop)
-    num_frames = options.frames + 1 if options.loop else options.frames
+    num_frames = options.frames
 
     # 3. Prepare the image(s): cover-resize + center crop to (height, width), [-1, 1]
     generator = make_generator(options.seed, "cpu")
@@ -247,7 +246,7 @@ def check_options_for_config(options: AnimateOptions, config) -> None:
             options.fps is None, f"--fps applies to the 512/1024 models; {config.name!r} takes --frame-stride"
         )
     if options.loop:
-        check(options.frames >= 2, "--loop needs --frames >= 2")
+        check(options.frames >= 3, "--loop needs --frames >= 3 (the repeated last frame is dropped)")
 
 
 def fps_conditioning(options: AnimateOptions, config) -> int:
