@@ -66,7 +66,7 @@ def rechunk(frames: np.ndarray | Iterable[np.ndarray], size: int) -> Iterator[np
             pending = [joined[size:]] if count > size else []
             count -= size
     if pending:
-        yield np.concatenate(pending)
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
 
 
 class Parameterization:
