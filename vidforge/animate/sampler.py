@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vidforge.core.guidance import cfg, rescale_guidance
+
 # Training-time dynamic rescale: x0 is scaled by a ramp from 1 to ``base`` over the first 400 steps.
 DYNAMIC_RESCALE_TURNING_STEP = 400
 
@@ -174,11 +176,6 @@ def schedule_mismatches(config, buffers: dict, atol: float = 1e-4) -> list[str]:
 # ----------------------------------------------------------------------------------------- guidance
 
 
-def cfg(e_u: torch.Tensor, e_c: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance (Ho & Salimans 2022): ``e_u + s·(e_c - e_u)``."""
-    return e_u + scale * (e_c - e_u)
-
-
 def multi_cond_cfg(
     e_u: torch.Tensor, e_img: torch.Tensor, e_c: torch.Tensor, text_scale: float, image_scale: float
 ) -> torch.Tensor:
@@ -188,16 +185,6 @@ def multi_cond_cfg(
     With ``s_img = s_txt`` it is plain CFG between ``e_u`` and ``e_c``.
     """
     return e_u + image_scale * (e_img - e_u) + text_scale * (e_c - e_img)
-
-
-def rescale_guidance(guided: torch.Tensor, cond: torch.Tensor, guidance_rescale: float) -> torch.Tensor:
-    """Guidance rescale (Lin et al. 2023, section 3.4): move the per-sample std of the guided output
-    toward the conditional output's, by ``guidance_rescale`` (0 = off). Uses diffusers' function."""
-    if guidance_rescale <= 0:
-        return guided
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
-
-    return rescale_noise_cfg(guided, cond, guidance_rescale=guidance_rescale)
 
 
 # ------------------------------------------------------------------------------------------ sampler

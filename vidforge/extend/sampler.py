@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from vidforge.core.device import randn
+from vidforge.core.guidance import cfg, rescale_guidance
 from vidforge.errors import VidforgeError
 from vidforge.extend.reuse import (
     apply_staged_guidance,
@@ -72,12 +73,9 @@ def classifier_free_guidance(
         batch = z.shape[0]
         eps = denoiser(torch.cat([z, z]), t, torch.cat([negative, positive]))
         eps_negative, eps_positive = eps[:batch], eps[batch:]
-        out = eps_negative + guidance_scale * (eps_positive - eps_negative)
-        if guidance_rescale > 0:
-            from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
-
-            out = rescale_noise_cfg(out, eps_positive, guidance_rescale=guidance_rescale)
-        return out
+        return rescale_guidance(
+            cfg(eps_negative, eps_positive, guidance_scale), eps_positive, guidance_rescale
+        )
 
     return guided
 
