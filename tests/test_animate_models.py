@@ -203,15 +203,21 @@ def test_encoders_tiny(tiny):
 
     text = tiny.encode_text(["a red car", ""])
     assert text.shape == (2, 77, tiny.config.context_dim)
-    # penultimate = the tower with its last block removed, then ln_final
+    # Our block loop must be open_clip's own forward: with no block skipped, pooling at the end
+    # token and projecting reproduces TextTransformer.forward (computed by open_clip, not by us).
     tower = tiny.text_encoder
-    ids = open_clip.tokenize(["a red car"])
-    x = tower.token_embedding(ids) + tower.positional_embedding
-    mask = torch.full((77, 77), float("-inf")).triu(1)
-    for block in list(tower.transformer.resblocks)[:-1]:
-        x = block(x, attn_mask=mask)
-    torch.testing.assert_close(text[:1], tower.ln_final(x))
-    assert not torch.allclose(text[:1], text_hidden_states(tower, ids, skip_last=0))
+    ids = open_clip.tokenize(["a red car", "waves"])
+    full = text_hidden_states(tower, ids, skip_last=0)
+    pooled = full[torch.arange(len(ids)), ids.argmax(dim=-1)] @ tower.text_projection
+    tower.attn_mask = tower.build_causal_mask()  # vidforge drops this buffer and masks per call
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(pooled, tower(ids), atol=1e-5, rtol=1e-4)
+    finally:
+        tower.attn_mask = None
+    # encode_text is the penultimate layer (one block fewer), then ln_final
+    torch.testing.assert_close(text[:1], text_hidden_states(tower, ids[:1], skip_last=1))
+    assert not torch.allclose(text[:1], full[:1])
 
     gray = torch.zeros(1, 3, 50, 70)  # mid-gray in [-1, 1]
     pixels = preprocess_images(gray, 32)
