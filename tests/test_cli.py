@@ -136,3 +136,16 @@ def test_batch_script_keeps_going_and_reports_failures(tmp_path, clip_path):
     metrics = (out / "good.metrics.json").read_text()
     assert '"warp-error"' in metrics and '"flicker"' in metrics
     assert (out / "good.mp4").exists() and not (out / "broken.mp4").exists()
+
+
+def test_corrupt_video_in_a_real_shell_prints_exactly_one_line(tmp_path):
+    """decord and ffmpeg print to file descriptor 2 themselves; a user must still see one line."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidforge", "stylize", str(broken), "--style", "ink", "--model", "tiny"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert_one_line_error(proc.stderr, "cannot decode video", str(broken))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]

@@ -111,3 +111,17 @@ def test_image_instead_of_video(tmp_path, frames):
     (tmp_path / "fake.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(VidforgeError, match="cannot read image"):
         read_image(tmp_path / "fake.jpg")
+
+
+def test_failure_while_finishing_leaves_no_temp_file(tmp_path, frames, monkeypatch):
+    from PIL import Image
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    writer = VideoWriter(tmp_path / "out.gif", fps=8)
+    writer.write(frames)
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()
+    assert list(tmp_path.iterdir()) == []

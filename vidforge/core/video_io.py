@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,13 +81,31 @@ class VideoInfo:
     has_audio: bool = False
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence what C libraries print to file descriptor 2 (decord logs "ERROR opening ..." there
+    before raising), so a bad file gives our one-line error and nothing else."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class _DecordSource:
     """Random access by frame index (``get_batch`` on an index range), the count from the index."""
 
     def __init__(self, path: Path):
         import decord
 
-        self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        decord.logging.set_level(decord.logging.QUIET)  # ffmpeg's own messages
+        with _native_stderr_silenced():
+            self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         self.num_frames = len(self.reader)
         self.fps = float(self.reader.get_avg_fps())
 
@@ -94,7 +113,9 @@ class _DecordSource:
         stop = self.num_frames if max_frames is None else min(self.num_frames, max_frames)
         step = chunk_size or max(stop - start, 1)
         for first in range(start, stop, step):
-            yield self.reader.get_batch(list(range(first, min(first + step, stop)))).asnumpy()
+            with _native_stderr_silenced():
+                batch = self.reader.get_batch(list(range(first, min(first + step, stop))))
+            yield batch.asnumpy()
 
 
 class _PyAVSource:
@@ -419,21 +440,26 @@ class VideoWriter:
         return writer
 
     def close(self) -> Path:
+        """Finish the file and rename it onto ``path``; if finishing fails, nothing is left behind."""
         if self.num_frames == 0:
             self.abort()
             raise VidforgeError(f"no frames to write to {str(self.path)!r}")
-        if self.kind == "mp4":
-            self._ffmpeg.close()
-        elif self.kind == "gif":
-            self._gif_frames[0].save(
-                self._tmp,
-                save_all=True,
-                append_images=self._gif_frames[1:],
-                duration=max(1, round(1000 / self.fps)),
-                loop=0,
-            )
-        else:
-            (self._tmp / "fps.txt").write_text(f"{self.fps}\n")
+        try:
+            if self.kind == "mp4":
+                self._ffmpeg.close()
+            elif self.kind == "gif":
+                self._gif_frames[0].save(
+                    self._tmp,
+                    save_all=True,
+                    append_images=self._gif_frames[1:],
+                    duration=max(1, round(1000 / self.fps)),
+                    loop=0,
+                )
+            else:
+                (self._tmp / "fps.txt").write_text(f"{self.fps}\n")
+        except BaseException:
+            self.abort()
+            raise
         self._atomic.__exit__(None, None, None)
         return self.path
 
