@@ -125,3 +125,15 @@ def test_failure_while_finishing_leaves_no_temp_file(tmp_path, frames, monkeypat
     with pytest.raises(OSError, match="disk full"):
         writer.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resize_cover_keeps_aspect_and_centre_crops():
+    from vidforge.core.video_io import resize_cover
+
+    # a 40x20 image whose left and right quarters are red: covering 20x20 scales by 1 and crops
+    # the middle, so no red is left; stretching would have kept it.
+    image = np.zeros((1, 20, 40, 3), np.uint8)
+    image[:, :, :10, 0] = image[:, :, 30:, 0] = 255
+    out = resize_cover(image, (20, 20))
+    assert out.shape == (1, 20, 20, 3) and out[..., 0].max() == 0
+    assert resize_cover(image, (80, 40)).shape == (1, 40, 80, 3)  # upscale, same aspect

@@ -264,15 +264,9 @@ def preprocess_image(image: np.ndarray, height: int, width: int) -> torch.Tensor
     """``(H0, W0, 3)`` uint8 -> ``(1, 3, height, width)`` float in [-1, 1]: resize so the image
     covers the target (aspect kept), then center crop. No padding, no distortion."""
     from vidforge.core.vae import to_tensor
-    from vidforge.core.video_io import resize_frames
+    from vidforge.core.video_io import resize_cover
 
-    h0, w0 = image.shape[:2]
-    scale = max(height / h0, width / w0)
-    new_w, new_h = max(width, round(w0 * scale)), max(height, round(h0 * scale))
-    resized = resize_frames(image[None], (new_w, new_h))[0]
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    crop = np.array(resized[top : top + height, left : left + width])  # a writable copy
-    return to_tensor(crop[None])
+    return to_tensor(resize_cover(image[None], (width, height)))
 
 
 def encode_contexts(

@@ -329,6 +329,18 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
 
 
+def resize_cover(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(F, H, W, 3)`` frames so they cover ``size = (width, height)`` with the aspect ratio
+    kept, then centre-crop to exactly that size: no padding, no distortion."""
+    width, height = size
+    h0, w0 = frames.shape[1:3]
+    scale = max(height / h0, width / w0)
+    new_w, new_h = max(width, round(w0 * scale)), max(height, round(h0 * scale))
+    resized = resize_frames(frames, (new_w, new_h))
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return np.ascontiguousarray(resized[:, top : top + height, left : left + width])
+
+
 # ----------------------------------------------------------------------------------------- writing
 
 

@@ -25,12 +25,12 @@ DREAMSIM_SIZE = 224
 
 def pic(image_in: np.ndarray, frames: np.ndarray, distance: Distance, batch_size: int = 8):
     """PIC of ``(F, H, W, 3)`` uint8 ``frames`` against the ``(H', W', 3)`` uint8 input image
-    (resized to the frames' size first). Returns ``(value, per_frame)``; per_frame is
+    (resized to cover the frames' size and centre-cropped, as ``animate`` prepares it). Returns ``(value, per_frame)``; per_frame is
     ``1 - D(x_in, x_l)`` for each frame."""
-    from vidforge.core.video_io import resize_frames
+    from vidforge.core.video_io import resize_cover
 
     h, w = frames.shape[1:3]
-    x_in = np.array(resize_frames(image_in[None], (w, h)))
+    x_in = resize_cover(image_in[None], (w, h))
     x_in = torch.from_numpy(np.ascontiguousarray(x_in)).permute(0, 3, 1, 2).float() / 255.0
     per_frame: list[float] = []
     with torch.no_grad():
