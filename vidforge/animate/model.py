@@ -224,10 +224,6 @@ def _perturb_zero_init(model: nn.Module, std: float = 0.02) -> None:
             p.normal_(0.0, std)
 
 
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def load_model(
     source, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, config: str | None = None
 ) -> DynamiCrafter:

@@ -4,6 +4,10 @@ prediction (on the first ``--clip-steps`` steps).
     L_s = 1 - cos(E(x_in), E(x̂0)),   x̂0 = D(x0_pred(z_t, eps.detach()))
     z_t ← z_t - λ · g / ‖g‖ · ‖z_t‖,  g = ∇_{z_t} L_s          (per frame)
 
+The ``eps`` in ``x0_pred`` is the guided noise prediction of the PREVIOUS step (the first step
+makes one extra UNet call), not a fresh one at ``z_t``: under DDIM with η = 0 that makes ``x̂0``
+exactly the previous step's x0 prediction, and it saves one UNet call per optimized step.
+
 ``E`` is an open_clip image encoder (:func:`vidforge.core.clip.load_clip`), ``D`` the VAE decoder.
 With ``λ = 0`` nothing here runs and no CLIP model is loaded.
 """

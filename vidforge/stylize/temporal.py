@@ -21,8 +21,6 @@ import torch.nn.functional as F
 
 from vidforge.core.flow import occlusion_mask, video_flows, warp
 
-LATENT_FACTOR = 8  # VAE downsampling
-
 
 @dataclass
 class FrameFlows:
