@@ -136,21 +136,37 @@ def test_probs_processor_keeps_layer_output_and_mask_is_binary_latent_shaped(pip
     g = torch.Generator().manual_seed(3)
     latents = torch.randn(3, 4, 6, 10, generator=g)
     c_i = torch.randn(3, 4, 6, 10, generator=g)
+    c_m = torch.randn(3, 4, 6, 10, generator=g)  # differs from c_I, so the M∅ rows differ from I∅'s
     null, style = pipe.encode_prompt("ink wash")
     t = torch.tensor(700)
-    with_probs = pipe.unet_branches(latents, t, c_i, c_i, null, style, "paper", capture=True)
+    with_probs = pipe.unet_branches(latents, t, c_i, c_m, null, style, "paper", capture=True)
     saliency = pipe.probs.saliency
-    assert saliency.shape == (
-        3,
-        3 * 5,
-    )  # the tiny decoder attention runs at half latent size: ceil(6/2) x ceil(10/2)
+    # the tiny decoder attention runs at half latent size: ceil(6/2) x ceil(10/2) tokens
+    assert saliency.shape == (3, 3 * 5)
     from diffusers.models.attention_processor import AttnProcessor
 
-    layer.set_processor(AttnProcessor())  # the reference: explicit softmax, no fused kernel
+    # The reference: diffusers' plain processor (explicit softmax); record its probabilities.
+    recorded = []
+    get_scores = layer.get_attention_scores
+
+    def recording(query, key, attention_mask=None):
+        probs = get_scores(query, key, attention_mask)
+        recorded.append(probs)
+        return probs
+
+    layer.set_processor(AttnProcessor())
+    layer.get_attention_scores = recording
     try:
-        reference = pipe.unet_branches(latents, t, c_i, c_i, null, style, "paper", capture=False)
+        reference = pipe.unet_branches(latents, t, c_i, c_m, null, style, "paper", capture=False)
     finally:
         layer.set_processor(pipe.probs)
+        del layer.get_attention_scores
+    # saliency = attention each token receives (sum over queries), head-averaged, on the I∅ rows
+    # only: branch-major batch [∅∅, I∅, ∅T, M∅], 3 frames each, so rows 3..5.
+    probs = recorded[0].view(12, layer.heads, 15, 15)
+    expected = probs[3:6].sum(dim=-2).mean(dim=1)
+    torch.testing.assert_close(saliency, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(saliency, probs[9:12].sum(dim=-2).mean(dim=1), atol=1e-3)  # not M∅'s
     for a, b in zip(with_probs, reference, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     mask = saliency_mask(saliency, (6, 10))
