@@ -193,7 +193,7 @@ def test_local_model_folder_that_is_not_a_t2v_layout(tmp_path):
         extend.run(replace(BASE, model=str(folder), frames=8))
     single = tmp_path / "model.ckpt"
     single.write_bytes(b"\0" * 16)
-    with pytest.raises(VidforgeError, match="not a single checkpoint file"):
+    with pytest.raises(VidforgeError, match="expected a diffusers text-to-video folder .*got a single file"):
         extend.run(replace(BASE, model=str(single), frames=8))
 
 
@@ -202,7 +202,7 @@ def test_local_folder_with_broken_weights_is_one_line_error(tmp_path):
     for sub in ("unet", "vae", "text_encoder", "tokenizer"):
         (folder / sub).mkdir(parents=True)
     (folder / "unet" / "config.json").write_text("{not json")
-    with pytest.raises(VidforgeError, match="cannot load the weights") as e:
+    with pytest.raises(VidforgeError, match="cannot load the diffusers folder") as e:
         extend.run(replace(BASE, model=str(folder), frames=8))
     assert "\n" not in str(e.value)
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vidforge.core.models import ModelSource, fetch_weights, seeded
-from vidforge.errors import VidforgeError
+from vidforge.core.models import ModelSource, load_diffusers_folder, seeded
 from vidforge.extend.dynamicrafter import AnimateDenoiser, AnimateScheduler, check_image_model
 
 # Native clip length N and frame size (height, width) of each preset.
@@ -220,30 +219,14 @@ def _vae_to_fp32(vae) -> None:
 
 def _load_diffusers(source: ModelSource, dtype: torch.dtype):
     """``from_pretrained`` on a diffusers text-to-video folder (ModelScope / zeroscope layout)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler, UNet3DConditionModel
 
-    folder = fetch_weights(source, allow_patterns=WEIGHT_PATTERNS)
-    if folder.is_file():
-        raise VidforgeError(
-            f"--model {source.name}: extend needs a diffusers text-to-video folder "
-            "(unet/, vae/, text_encoder/, tokenizer/, scheduler/), not a single checkpoint file"
-        )
-    missing = [sub for sub in ("unet", "vae", "text_encoder", "tokenizer") if not (folder / sub).is_dir()]
-    if missing:
-        raise VidforgeError(
-            f"--model {source.name}: {folder} is not a diffusers text-to-video folder (missing {', '.join(m + '/' for m in missing)})"
-        )
-    try:
-        unet = UNet3DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
-        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-    except (OSError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VidforgeError(f"--model {source.name}: cannot load the weights in {folder} ({first})") from e
+    folder, unet, vae, text_encoder, tokenizer = load_diffusers_folder(
+        source, UNet3DConditionModel, "text-to-video", ("unet", "vae", "text_encoder", "tokenizer"), dtype,
+        WEIGHT_PATTERNS,
+    )  # fmt: skip
     if (folder / "scheduler" / "scheduler_config.json").exists():
         scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
     else:
         scheduler = DDIMScheduler(**ddim_scheduler_config())
-    return unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, scheduler
+    return unet, vae, text_encoder, tokenizer, scheduler

@@ -5,11 +5,10 @@ cache or a local folder) and the ``tiny`` preset (same classes, small config, se
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from vidforge.core.models import ModelSource, fetch_weights, resolve_model, seeded
+from vidforge.core.models import ModelSource, load_diffusers_folder, resolve_model, seeded
 from vidforge.errors import VidforgeError
 
 # diffusers-layout files an InstructPix2Pix pipeline needs (safetensors only: no pickles)
@@ -95,39 +94,18 @@ def load_components(model: str | None, device: torch.device, dtype: torch.dtype,
 
 def load_pretrained(source: ModelSource, dtype: torch.dtype) -> Components:
     """``from_pretrained`` on a diffusers InstructPix2Pix folder (cached, downloaded, or local)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler, UNet2DConditionModel
 
-    folder = Path(fetch_weights(source, allow_patterns=ALLOW_PATTERNS))
-    if not folder.is_dir():
-        raise VidforgeError(
-            f"--model {source.name}: expected a diffusers InstructPix2Pix folder (unet/, vae/, text_encoder/, "
-            "tokenizer/, scheduler/), got a single file"
-        )
-    missing = [sub for sub in SUBFOLDERS if not (folder / sub).is_dir()]
-    if missing:
-        raise VidforgeError(
-            f"--model {source.name}: {folder} is not a diffusers InstructPix2Pix folder (missing {', '.join(m + '/' for m in missing)})"
-        )
-    try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
-        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-        from diffusers import DDIMScheduler
-
-        scheduler_config = dict(DDIMScheduler.load_config(folder, subfolder="scheduler"))
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VidforgeError(
-            f"--model {source.name}: cannot load the diffusers folder {folder}: {first}"
-        ) from e
+    folder, unet, vae, text_encoder, tokenizer = load_diffusers_folder(
+        source, UNet2DConditionModel, "InstructPix2Pix", SUBFOLDERS, dtype, ALLOW_PATTERNS
+    )
+    scheduler_config = dict(DDIMScheduler.load_config(folder, subfolder="scheduler"))
     if unet.config.in_channels != 8:
         raise VidforgeError(
             f"--model {source.name}: the UNet has {unet.config.in_channels} input channels; an InstructPix2Pix "
             "UNet has 8 (4 noisy + 4 image latent)"
         )
-    return Components(unet.eval(), vae.eval(), text_encoder.eval(), tokenizer, scheduler_config, source.name)
+    return Components(unet, vae, text_encoder, tokenizer, scheduler_config, source.name)
 
 
 def make_scheduler(name: str, config: dict):
