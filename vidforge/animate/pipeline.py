@@ -17,6 +17,7 @@ import torch
 from vidforge.animate.options import FRAME_STRIDE_OUTPUT_FPS, VAE_DECODE_PIXELS, AnimateOptions
 from vidforge.animate.sampler import CFGDenoiser, sample_ddim, schedule_for_config, schedule_mismatches
 from vidforge.core.options import Result, check
+from vidforge.core.vae import vae_to_fp32
 from vidforge.errors import VidforgeError
 
 ImageInput = str | os.PathLike | np.ndarray
@@ -69,7 +70,7 @@ def run(
     check_options_for_config(options, config)
     check_schedule(model, model_name)
     if options.vae_fp32 and model.vae.dtype != torch.float32:
-        _vae_to_fp32(model.vae)  # fp16 VAE decodes give NaNs (a known DynamiCrafter complaint)
+        vae_to_fp32(model.vae)  # fp16 VAE decodes give NaNs (a known DynamiCrafter complaint)
     apply_attention_backend(model.vae, backend)  # our UNet/Resampler read the backend at call time
 
     # 2. Per-model settings: size, fps conditioning, guidance rescale
@@ -214,18 +215,6 @@ def check_schedule(model, name: str) -> None:
             f"--model {name}: the checkpoint's {' and '.join(bad)} do not match the {model.config.name!r} "
             "release settings (zero-SNR, dynamic rescale); is it a different DynamiCrafter release?"
         )
-
-
-def _vae_to_fp32(vae) -> None:
-    """Cast the VAE to fp32 without diffusers' warning about casting with ``to()``."""
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        vae.to(torch.float32)
-    finally:
-        diffusers_logging.set_verbosity(level)
 
 
 def check_options_for_config(options: AnimateOptions, config) -> None:

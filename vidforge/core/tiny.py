@@ -5,6 +5,18 @@ from __future__ import annotations
 
 from vidforge.core.models import seeded
 
+# Stable Diffusion 1.x training schedule (InstructPix2Pix and ModelScope keep it): the DDIM config
+# of the tiny presets, and of a real folder that ships no scheduler config.
+SD_SCHEDULE = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+)
+
 
 def tiny_vae(seed: int = 0):
     """A 4-level ``AutoencoderKL`` (8x downsampling like SD's) with ~0.1M parameters."""

@@ -55,3 +55,16 @@ def to_uint8(frames: torch.Tensor):
     """``(F, 3, H, W)`` in [-1, 1] -> uint8 ``(F, H, W, 3)`` numpy."""
     x = ((frames.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def vae_to_fp32(vae) -> None:
+    """Cast the VAE to fp32 (fp16 VAE decodes can give NaNs) without diffusers' warning about
+    casting with ``to()``."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        vae.to(torch.float32)
+    finally:
+        diffusers_logging.set_verbosity(level)

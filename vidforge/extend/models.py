@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from vidforge.core.models import ModelSource, load_diffusers_folder, seeded
+from vidforge.core.tiny import SD_SCHEDULE
+from vidforge.core.vae import vae_to_fp32
 from vidforge.extend.dynamicrafter import AnimateDenoiser, AnimateScheduler, check_image_model
 
 # Native clip length N and frame size (height, width) of each preset.
@@ -92,16 +94,7 @@ class ExtendModel:
 
 def ddim_scheduler_config() -> dict:
     """The ModelScope / zeroscope DDIM schedule (SD betas), also used by ``tiny``."""
-    return dict(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
+    return dict(SD_SCHEDULE, prediction_type="epsilon")
 
 
 def build_tiny(seed: int = 0) -> tuple:
@@ -185,7 +178,7 @@ def image_model(model, name: str, is_tiny: bool = False) -> ExtendModel:
 
     config = model.config
     if model.vae.dtype != torch.float32:
-        _vae_to_fp32(model.vae)
+        vae_to_fp32(model.vae)
     height, width = config.resolution
     return ExtendModel(
         name=name,
@@ -203,18 +196,6 @@ def image_model(model, name: str, is_tiny: bool = False) -> ExtendModel:
         guidance_rescale=config.guidance_rescale,
         vae_dtype=torch.float32,
     )
-
-
-def _vae_to_fp32(vae) -> None:
-    """Cast the VAE to fp32 without diffusers' warning about casting with ``to()``."""
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        vae.to(torch.float32)
-    finally:
-        diffusers_logging.set_verbosity(level)
 
 
 def _load_diffusers(source: ModelSource, dtype: torch.dtype):

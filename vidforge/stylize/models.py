@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from vidforge.core.models import ModelSource, load_diffusers_folder, resolve_model, seeded
+from vidforge.core.tiny import SD_SCHEDULE
 from vidforge.errors import VidforgeError
 
 # diffusers-layout files an InstructPix2Pix pipeline needs (safetensors only: no pickles)
@@ -24,17 +25,6 @@ ALLOW_PATTERNS = [
     "vae/diffusion_pytorch_model.safetensors",
 ]
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-
-# Stable Diffusion 1.x training schedule (InstructPix2Pix keeps it)
-SD_SCHEDULE = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-)
 
 
 @dataclass
