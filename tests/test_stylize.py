@@ -100,6 +100,29 @@ def test_batched_call_equals_four_separate_calls(pipe):
     assert not torch.allclose(batched[0], batched[2])  # the branches really differ
 
 
+def test_zero_attn_scale_skips_the_attention_branch(pipe, monkeypatch):
+    """sM = 0: the M∅ branch is left out of the batch (3F rows, not 4F) and the guided eps equals
+    the four-branch result, in which that branch has weight 0."""
+    g = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, 4, 8, 8, generator=g)
+    c_i, c_m = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    text = pipe.encode_prompt("ink wash")
+    scheduler = make_scheduler("ddim", pipe.scheduler_config)
+    scheduler.set_timesteps(4)
+    t = scheduler.timesteps[0]
+    off = StylizeOptions(style="ink wash", attn_scale=0.0)
+    four = pipe.unet_branches(latents, t, c_i, c_m, *text, "paper", capture=False)
+    expected = four_branch_guidance(*four, off.image_scale, off.text_scale, 0.0)
+    rows = []
+    unet_forward = pipe.unet.forward
+    monkeypatch.setattr(
+        pipe.unet, "forward", lambda x, *a, **k: (rows.append(len(x)), unet_forward(x, *a, **k))[1]
+    )
+    eps, _ = pipe.predict_noise(scheduler, latents, t, c_i, c_m, text, off, capture=False)
+    assert rows == [3 * 2]
+    torch.testing.assert_close(eps, expected, rtol=1e-4, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------- attention condition
 
 

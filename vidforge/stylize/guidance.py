@@ -53,7 +53,7 @@ def split_branches(batched: torch.Tensor, num_branches: int = 4) -> tuple[torch.
 
 def branch_conditions(
     image_latents: torch.Tensor,
-    attn_latents: torch.Tensor,
+    attn_latents: torch.Tensor | None,
     text_null: torch.Tensor,
     text_style: torch.Tensor,
     text_branch: str = "paper",
@@ -63,15 +63,16 @@ def branch_conditions(
     ``image_latents`` c_I and ``attn_latents`` c_M are ``(F, 4, h, w)`` (unscaled VAE latents; the
     null image is a zero latent). ``text_null`` / ``text_style`` are ``(1, L, D)`` embeddings of the
     empty prompt and the style prompt. ``text_branch="image"`` gives the text branch c_I too
-    (InstructPix2Pix's ``eps(z, c_I, c_T)``).
+    (InstructPix2Pix's ``eps(z, c_I, c_T)``). ``attn_latents=None`` leaves out the M∅ branch
+    (``sM = 0``: it would be computed for nothing).
 
-    Returns ``image_cond (4F, 4, h, w)`` and ``text_cond (4F, L, D)``.
+    Returns ``image_cond (nF, 4, h, w)`` and ``text_cond (nF, L, D)``, n = 4 (or 3).
     """
     num_frames = image_latents.shape[0]
     null_image = torch.zeros_like(image_latents)
     text_image = image_latents if text_branch == "image" else null_image
-    image_cond = batch_branches(null_image, image_latents, text_image, attn_latents)
+    images = [null_image, image_latents, text_image] + ([attn_latents] if attn_latents is not None else [])
     null = text_null.expand(num_frames, -1, -1)
     style = text_style.expand(num_frames, -1, -1)
-    text_cond = batch_branches(null, null, style, null)
-    return image_cond, text_cond
+    texts = [null, null, style, null][: len(images)]
+    return batch_branches(*images), batch_branches(*texts)

@@ -149,26 +149,33 @@ class StylizePipeline:
         """ONE UNet call over the four branches; returns their noise predictions ``4 × (F, 4, h, w)``.
 
         ``capture``: record the ``c_I`` branch's self-attention saliency in ``self.probs.saliency``.
+        ``attn_latents=None`` (``sM = 0``): the M∅ branch is not computed and is returned as None.
         """
         num_frames = latents.shape[0]
         image_cond, text_cond = branch_conditions(
             image_latents, attn_latents, text_null, text_style, text_branch
         )
-        model_input = torch.cat([batch_branches(*[latents] * 4), image_cond.to(latents.dtype)], dim=1)
+        branches = image_cond.shape[0] // num_frames
+        model_input = torch.cat([batch_branches(*[latents] * branches), image_cond.to(latents.dtype)], dim=1)
         self.probs.rows = slice(num_frames, 2 * num_frames) if capture else None
         self.probs.saliency = None
         try:
             out = self.unet(model_input, t, encoder_hidden_states=text_cond, return_dict=False)[0]
         finally:
             self.probs.rows = None
-        return split_branches(out, 4)
+        eps = split_branches(out, branches)
+        return eps if branches == 4 else (*eps, None)
 
     def predict_noise(self, scheduler, latents, t, image_latents, attn_latents, text, options, capture):
         """Guided eps ``(F, 4, h, w)`` and, if ``capture``, the saliency ``(F, L)`` of the c_I branch."""
         model_input = scheduler.scale_model_input(latents, t)
+        if options.attn_scale == 0:
+            attn_latents = None  # sM·(epsM - eps∅) = 0: skip the branch (a quarter of the UNet work)
         eps_uncond, eps_image, eps_text, eps_attn = self.unet_branches(
             model_input, t, image_latents, attn_latents, *text, options.text_branch, capture
         )
+        if eps_attn is None:
+            eps_attn = eps_uncond
         # Style-A-Video guidance: eps∅ + sI(epsI - eps∅) + sT(epsT - eps∅) + sM(epsM - eps∅)
         eps = four_branch_guidance(
             eps_uncond,
