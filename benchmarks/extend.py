@@ -41,21 +41,15 @@ def build_model(size: str, device: torch.device, dtype: torch.dtype):
 
     if size == "tiny":
         return load_model(resolve_model("tiny", "extend"), device, dtype)
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel
+    from diffusers import DDIMScheduler, UNet3DConditionModel
+    from full_size import sd_vae
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from vidforge.core.text import OpenClipTokenizer
 
     with torch.device(device):
         unet = UNet3DConditionModel(sample_size=32)  # diffusers defaults = text-to-video-ms-1.7b
-        vae = AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512),
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=256,
-        )
+        vae = sd_vae(sample_size=256)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
                 hidden_size=1024,

@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from vidforge.core.attention import apply_attention_backend, select_backend, xformers_available
+from vidforge.core.tiny import SD_SCHEDULE
 from vidforge.stylize import StylizeOptions, StylizePipeline
-from vidforge.stylize.models import SD_SCHEDULE, Components, build_tiny, make_scheduler
+from vidforge.stylize.models import Components, build_tiny, make_scheduler
 
 # dense (no sparsity) fp16/bf16 tensor-core peaks, TFLOP/s
 PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
@@ -40,7 +41,8 @@ PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, 
 
 def build_full_size(seed: int = 0) -> Components:
     """InstructPix2Pix (SD1.5) architecture with random weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
+    from full_size import sd_vae
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from vidforge.core.models import seeded
@@ -58,14 +60,7 @@ def build_full_size(seed: int = 0) -> Components:
             cross_attention_dim=768,
             attention_head_dim=8,
         )
-        vae = AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512),
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-        )
+        vae = sd_vae(sample_size=512)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                            max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
