@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover
 
 from vidforge import __version__
 from vidforge.animate.options import AnimateOptions
-from vidforge.errors import OptionError, VidforgeError
+from vidforge.errors import OptionError, VidforgeError, first_line
 from vidforge.evaluate.options import METRICS, WEIGHT_FREE_METRICS, EvaluateOptions
 from vidforge.extend.options import ExtendOptions
 from vidforge.stylize.options import StylizeOptions
@@ -80,8 +80,10 @@ def handle_errors(command):
         except Exception as e:
             if os.environ.get("VIDFORGE_DEBUG") == "1":
                 raise
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            _fail(f"internal error: {type(e).__name__}: {msg} (set VIDFORGE_DEBUG=1 for the traceback)", 1)
+            _fail(
+                f"internal error: {type(e).__name__}: {first_line(e)} (set VIDFORGE_DEBUG=1 for the traceback)",
+                1,
+            )
 
     return wrapper
 

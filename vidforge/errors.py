@@ -8,3 +8,9 @@ class VidforgeError(Exception):
 
 class OptionError(VidforgeError):
     """An impossible option value or combination (a usage error: the CLI exits 2)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message ("" if it has none), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""

@@ -15,7 +15,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidforge.errors import VidforgeError
+from vidforge.errors import VidforgeError, first_line
 
 HUB_TIMEOUT_S = 8.0
 
@@ -274,7 +274,7 @@ def load_diffusers_folder(
         text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     except (OSError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e) or type(e).__name__
         raise VidforgeError(
             f"--model {source.name}: cannot load the diffusers folder {folder}: {first}"
         ) from e

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vidforge.errors import VidforgeError
+from vidforge.errors import VidforgeError, first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".gif", ".png"}  # ".png" as output means a PNG sequence folder
@@ -189,7 +189,7 @@ def _check_video_path(path: Path) -> Path:
 
 
 def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+    return first_line(error)[:120] or type(error).__name__
 
 
 def _decode_error(path: Path, errors: list[str]) -> VidforgeError:

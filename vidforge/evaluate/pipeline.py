@@ -18,7 +18,7 @@ import torch
 from vidforge.core.flow import compute_flow, raft_flows
 from vidforge.core.progress import Bars, Timer
 from vidforge.core.video_io import read_image, read_video, resize_frames
-from vidforge.errors import VidforgeError
+from vidforge.errors import VidforgeError, first_line
 from vidforge.evaluate import clip_metrics, fvd, metrics, perceptual
 from vidforge.evaluate.inputs import expand_inputs, is_image, is_png_sequence
 from vidforge.evaluate.metrics import FlowPair
@@ -214,7 +214,7 @@ class VideoScorer:
         try:
             return compute()
         except Exception as e:  # one metric failing must not hide the others
-            message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            message = first_line(e)
             if not isinstance(e, VidforgeError):
                 message = f"internal error: {type(e).__name__}: {message}"
             return failure(self._variant(name), message)
