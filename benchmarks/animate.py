@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidforge.animate import AnimateOptions, run  # noqa: E402
-from vidforge.animate.model import build_model  # noqa: E402
 from vidforge.core.attention import select_backend, xformers_available  # noqa: E402
+from vidforge.models.dynamicrafter.network import build_model  # noqa: E402
 
 ANCHORS_A100 = {"512": (20.0, 12.8), "1024": (75.0, 18.3)}  # seconds, GB
 SIZES = {"512": (320, 512), "1024": (576, 1024), "tiny": (64, 64)}

@@ -73,7 +73,7 @@ def time_warp_error(frames: np.ndarray, method: str, variant: str, workers: int 
 
 
 def time_clip(frames: np.ndarray, device: str) -> None:
-    from vidforge.core.clip import ClipModel, load_clip
+    from vidforge.models.clip import ClipModel, load_clip
 
     if device == "cuda":
         import open_clip

@@ -36,16 +36,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def build_model(size: str, device: torch.device, dtype: torch.dtype):
     """``full``: the ModelScope T2V architecture with random weights; ``tiny``: the tiny preset."""
-    from vidforge.core.models import resolve_model
-    from vidforge.extend.models import ExtendModel, UNet3DDenoiser, ddim_scheduler_config, load_model
+    from vidforge.models import load_model
+    from vidforge.models.bundle import ModelBundle
+    from vidforge.sampling.schedules import SD_SCHEDULE, diffusers_noise_schedule
 
     if size == "tiny":
-        return load_model(resolve_model("tiny", "extend"), device, dtype)
-    from diffusers import DDIMScheduler, UNet3DConditionModel
+        return load_model("tiny", "extend", device, dtype)
+    from diffusers import UNet3DConditionModel
     from full_size import sd_vae
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from vidforge.core.text import OpenClipTokenizer
+    from vidforge.models.text import OpenClipTokenizer
 
     with torch.device(device):
         unet = UNet3DConditionModel(sample_size=32)  # diffusers defaults = text-to-video-ms-1.7b
@@ -62,16 +63,18 @@ def build_model(size: str, device: torch.device, dtype: torch.dtype):
         )
     for module in (unet, vae, text_encoder):
         module.to(dtype=dtype).eval().requires_grad_(False)
-    return ExtendModel(
-        name="modelscope-random",
-        denoiser=UNet3DDenoiser(unet),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=OpenClipTokenizer(),
-        scheduler=DDIMScheduler(**ddim_scheduler_config()),
-        clip_frames=16,
-        height=256,
-        width=256,
+    noise = diffusers_noise_schedule(dict(SD_SCHEDULE, prediction_type="epsilon"))
+    return ModelBundle(
+        "modelscope-random",
+        "text-to-video",
+        unet,
+        vae,
+        text_encoder,
+        OpenClipTokenizer(),
+        noise,
+        16,
+        256,
+        256,
     )
 
 
@@ -118,21 +121,17 @@ def measure_one(method: str, frames: int, size: str, steps: int) -> dict:
 
 def one_shot(model, frames: int, steps: int, device, dtype) -> dict:
     """diffusers ``TextToVideoSDPipeline`` generating all ``frames`` at once (same steps, CFG 10)."""
-    from diffusers import TextToVideoSDPipeline
-
-    from vidforge.core.text import encode_prompts
+    from diffusers import DDIMScheduler, TextToVideoSDPipeline
 
     pipe = TextToVideoSDPipeline(
         vae=model.vae,
         text_encoder=model.text_encoder,
         tokenizer=None,
-        unet=model.denoiser.unet,
-        scheduler=model.scheduler,
+        unet=model.unet,
+        scheduler=DDIMScheduler.from_config(model.noise_schedule.diffusers_config),
     )
     pipe.set_progress_bar_config(disable=True)
-    embeds = encode_prompts(
-        model.tokenizer, model.text_encoder, ["a river through a forest", "watermark"], device, dtype
-    )
+    embeds = model.encode_prompts(["a river through a forest", "watermark"])
     video = pipe(
         prompt_embeds=embeds[:1],
         negative_prompt_embeds=embeds[1:],
@@ -179,28 +178,30 @@ def pingpong(alphas, size: str, steps: int, clips: int = 4) -> list[dict]:
     (j ≥ M) and clip k-1's frames N-1-j, in the initial noise (theory α/√(1+α²)) and in the final
     latents. Near 1 means clip k ≈ reversed clip k-1, i.e. a ping-pong video."""
     from vidforge.core.device import make_generator, select_device, select_dtype
-    from vidforge.core.text import encode_prompts
-    from vidforge.extend import classifier_free_guidance, sample_reuse_and_diffuse
+    from vidforge.extend import sample_reuse_and_diffuse
+    from vidforge.models.text_to_video import unet_model
+    from vidforge.sampling.denoisers import Denoiser
+    from vidforge.sampling.guidance import BatchedGuidance, cfg_combine
+    from vidforge.sampling.schedules import ddim_schedule
 
     device = select_device("auto")
     dtype = select_dtype(device, "auto")
     if size == "tiny":
         torch.set_num_threads(1)
     model = build_model(size, device, dtype)
-    n, m = model.clip_frames, 4
-    embeds = encode_prompts(
-        model.tokenizer, model.text_encoder, ["a river through a forest", "watermark"], device, dtype
-    )
-    denoiser = classifier_free_guidance(model.denoiser, 10.0)
-    model.scheduler.set_timesteps(steps, device=device)
+    n, m = model.frames, 4
+    embeds = model.encode_prompts(["a river through a forest", "watermark"])
+    conds = {"negative": embeds[1:], "positive": embeds[:1]}
+    guided = BatchedGuidance(unet_model(model.unet), conds, cfg_combine(10.0, 0.0, "negative", "positive"))
+    denoiser = Denoiser(guided, model.noise_schedule.prediction_type)
+    schedule = ddim_schedule(model.noise_schedule, steps)
     shape = (1, 4, n, model.height // 8, model.width // 8)
     rows = []
     for alpha in alphas:
         latents, noises = [], []
         with torch.no_grad():
             for _, z0, state in sample_reuse_and_diffuse(
-                denoiser, model.scheduler, model.scheduler.timesteps, shape, (embeds[:1], embeds[1:]),
-                num_clips=clips, prompt_frames=m, noise_recycle=alpha, generator=make_generator(0),
+                denoiser, schedule, shape, num_clips=clips, prompt_frames=m, noise_recycle=alpha, generator=make_generator(0),
                 device=device, dtype=dtype,
             ):  # fmt: skip
                 latents.append(z0.float().cpu())

@@ -30,23 +30,24 @@ import numpy as np
 import torch
 
 from vidforge.core.attention import apply_attention_backend, select_backend, xformers_available
-from vidforge.core.tiny import SD_SCHEDULE
+from vidforge.models.bundle import ModelBundle
+from vidforge.models.instruct_pix2pix import build_tiny
+from vidforge.sampling.schedules import diffusers_noise_schedule
 from vidforge.stylize import StylizeOptions, StylizePipeline
-from vidforge.stylize.models import Components, build_tiny, make_scheduler
 
 # dense (no sparsity) fp16/bf16 tensor-core peaks, TFLOP/s
 PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
                "A10": 125.0, "4090": 165.2, "3090": 71.0}  # fmt: skip
 
 
-def build_full_size(seed: int = 0) -> Components:
+def build_full_size(seed: int = 0) -> ModelBundle:
     """InstructPix2Pix (SD1.5) architecture with random weights."""
     from diffusers import UNet2DConditionModel
     from full_size import sd_vae
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from vidforge.core.models import seeded
-    from vidforge.core.text import OpenClipTokenizer
+    from vidforge.models.text import OpenClipTokenizer
+    from vidforge.models.tiny import seeded
 
     with seeded(seed):
         unet = UNet2DConditionModel(
@@ -65,9 +66,10 @@ def build_full_size(seed: int = 0) -> Components:
             CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                            max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
         )  # fmt: skip
-    return Components(
-        unet.eval(), vae.eval(), text_encoder.eval(), OpenClipTokenizer(), dict(SD_SCHEDULE), "ip2p-random"
-    )
+    return ModelBundle(
+        "ip2p-random", "instruct-pix2pix", unet.eval(), vae.eval(), text_encoder.eval(), OpenClipTokenizer(),
+        diffusers_noise_schedule(),
+    )  # fmt: skip
 
 
 def peak_flops(device: torch.device, override: float | None) -> float | None:
@@ -135,19 +137,17 @@ def unet_step_seconds(parts, batch, latent_hw, device, dtype, backend, repeats) 
 
 def baseline(parts, frames, steps, device, dtype, backend) -> dict:
     """diffusers' InstructPix2Pix pipeline, one frame per call (sT 7.5, sI 1.5)."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline
+    from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
     from PIL import Image
-
-    from vidforge.core.text import encode_prompts
 
     apply_attention_backend(parts.unet, backend)
     pipe = StableDiffusionInstructPix2PixPipeline(
         vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=None, unet=parts.unet,
-        scheduler=make_scheduler("ddim", parts.scheduler_config), safety_checker=None, feature_extractor=None,
+        scheduler=DDIMScheduler.from_config(parts.noise_schedule.diffusers_config), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
-    embeds = encode_prompts(parts.tokenizer, parts.text_encoder, ["ink wash", ""], device, dtype)
+    embeds = parts.encode_prompts(["ink wash", ""])
 
     def call(frame, n_steps):
         return pipe(image=Image.fromarray(frame), num_inference_steps=n_steps, guidance_scale=7.5,

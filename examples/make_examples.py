@@ -56,7 +56,7 @@ def render(t: float, width: int, height: int) -> np.ndarray:
 def main() -> None:
     import imageio_ffmpeg
 
-    from vidforge.core.video_io import write_video
+    from vidforge.core.writers import write_video
 
     frames = np.stack([render(i / FPS, 384, 256) for i in range(NUM_FRAMES)])
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,6 +29,6 @@ def frames():
 @pytest.fixture
 def clip_path(tmp_path, frames):
     """An 8-frame 64x64 MP4 at 12 fps."""
-    from vidforge.core.video_io import write_video
+    from vidforge.core.writers import write_video
 
     return write_video(tmp_path / "clip.mp4", frames, fps=12)

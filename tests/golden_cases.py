@@ -105,7 +105,7 @@ def extend_text(tmp: Path) -> np.ndarray:
     from vidforge import extend
 
     options = extend.ExtendOptions(
-        prompt="a river", model="tiny", frames=20, steps=4, guidance_scale=3.0, height=32, width=32
+        prompt="a river", model="tiny", frames=20, steps=4, text_scale=3.0, height=32, width=32
     )
     return extend.run(options).frames
 
@@ -114,7 +114,7 @@ def extend_text_eta(tmp: Path) -> np.ndarray:
     from vidforge import extend
 
     options = extend.ExtendOptions(
-        prompt="a river", model="tiny", frames=14, steps=3, guidance_scale=4.0, eta=0.5, seed=7,
+        prompt="a river", model="tiny", frames=14, steps=3, text_scale=4.0, eta=0.5, seed=7,
         height=32, width=32, prompt_frames=2, noise_recycle=1.0, staged_guidance=0.7,
     )  # fmt: skip
     return extend.run(options).frames
@@ -125,7 +125,7 @@ def extend_image(tmp: Path) -> np.ndarray:
 
     image = _png(_image(), tmp / "image.png")
     options = extend.ExtendOptions(
-        prompt="a boat", model="tiny", frames=20, steps=3, guidance_scale=3.0, image=str(image),
+        prompt="a boat", model="tiny", frames=20, steps=3, text_scale=3.0, image=str(image),
         height=32, width=32,
     )  # fmt: skip
     return extend.run(options).frames
@@ -133,11 +133,11 @@ def extend_image(tmp: Path) -> np.ndarray:
 
 def extend_init(tmp: Path) -> np.ndarray:
     from vidforge import extend
-    from vidforge.core.video_io import write_video
+    from vidforge.core.writers import write_video
 
     init = write_video(tmp / "init.gif", _video(6, 32, 32), fps=12.0)
     options = extend.ExtendOptions(
-        prompt="a river", model="tiny", frames=14, steps=4, guidance_scale=3.0, init=str(init),
+        prompt="a river", model="tiny", frames=14, steps=4, text_scale=3.0, init=str(init),
         height=32, width=32,
     )  # fmt: skip
     return extend.run(options).frames

@@ -8,14 +8,14 @@ import torch
 from PIL import Image
 
 from vidforge.animate import AnimateOptions, run
-from vidforge.animate.pipeline import (
-    encode_contexts,
+from vidforge.animate.pipeline import encode_contexts
+from vidforge.errors import OptionError, VidforgeError
+from vidforge.models.dynamicrafter.conditioning import (
     fps_conditioning,
+    image_latents,
     output_fps,
-    prepare_image_latents,
     preprocess_image,
 )
-from vidforge.errors import OptionError, VidforgeError
 
 # -------------------------------------------------------------------------------------- stub model
 
@@ -57,6 +57,8 @@ class StubDynamiCrafter(torch.nn.Module):
                 norm_num_groups=4,
             )
             self.mix = torch.nn.Conv3d(8, 4, 1)
+        self.unet = self.mix  # what a bundle reads the device and dtype from
+        self.text_encoder = None
         self.calls = []
         self.token_images = []
 
@@ -110,7 +112,7 @@ def test_image_latents_repeat_on_all_frames_and_interp_ends_only():
     model = StubDynamiCrafter()
     g = torch.Generator().manual_seed(0)
     imgs = torch.rand(2, 3, 64, 64) * 2 - 1
-    z = prepare_image_latents(model.vae, imgs[:1], 5, interp=False, generator=g)
+    z = image_latents(model.vae, imgs[:1], 5, interp=False, generator=g)
     assert z.shape == (1, 4, 5, 32, 32)
     assert all(torch.equal(z[:, :, 0], z[:, :, f]) for f in range(5))
     # 0.18215 · E(img).sample(): a posterior sample with the same seeded generator, not the mode.
@@ -118,7 +120,7 @@ def test_image_latents_repeat_on_all_frames_and_interp_ends_only():
     expected = 0.18215 * dist.sample(torch.Generator().manual_seed(0))
     torch.testing.assert_close(z[:, :, 0], expected)
     assert not torch.allclose(z[:, :, 0], 0.18215 * dist.mode())
-    zi = prepare_image_latents(model.vae, imgs, 5, interp=True, generator=torch.Generator().manual_seed(0))
+    zi = image_latents(model.vae, imgs, 5, interp=True, generator=torch.Generator().manual_seed(0))
     assert torch.count_nonzero(zi[:, :, 1:-1]) == 0
     assert not torch.equal(zi[:, :, 0], zi[:, :, -1])
 
@@ -126,7 +128,7 @@ def test_image_latents_repeat_on_all_frames_and_interp_ends_only():
 def test_contexts_unconditional_uses_zero_image_and_empty_text():
     model = StubDynamiCrafter()
     image = torch.rand(1, 3, 64, 64) * 2 - 1
-    ctx = encode_contexts(model, "waves", image, text_scale=7.5, image_scale=2.0)
+    ctx = encode_contexts(model, AnimateOptions(prompt="waves", image_scale=2.0), image, None)
     assert set(ctx) == {"u", "img", "c"}
     # The zero image (mid-gray in [-1, 1]) gives the unconditional image tokens.
     assert torch.equal(model.token_images[-1][1], torch.zeros(3, 64, 64))
@@ -134,14 +136,16 @@ def test_contexts_unconditional_uses_zero_image_and_empty_text():
     assert torch.equal(ctx["img"][:, text_len:], ctx["c"][:, text_len:])  # same (real) image
     assert torch.equal(ctx["img"][:, :text_len], ctx["u"][:, :text_len])  # same (empty) text
     assert not torch.equal(ctx["u"][:, text_len:], ctx["c"][:, text_len:])
-    assert set(encode_contexts(model, "x", image, 1.0, None)) == {"c"}
+    assert set(encode_contexts(model, AnimateOptions(prompt="x", text_scale=1.0), image, None)) == {"c"}
 
 
 def test_fps_defaults_and_output_fps():
     c512, c256 = StubConfig(), StubConfig(fps_conditioning="frame_stride", default_fps=3)
-    assert fps_conditioning(AnimateOptions(), c512) == 24
-    assert fps_conditioning(AnimateOptions(fps=12), c512) == 12
-    assert fps_conditioning(AnimateOptions(), c256) == 3
+    assert fps_conditioning(c512) == 24
+    assert fps_conditioning(c512, fps=12) == 12
+    assert fps_conditioning(c512, frame_stride=5) == 24  # the 512 model takes fps, not a stride
+    assert fps_conditioning(c256) == 3
+    assert fps_conditioning(c256, frame_stride=5) == 5
     assert output_fps(c512, 12) == 12 and output_fps(c256, 3) == 8
 
 
@@ -270,17 +274,18 @@ def test_nan_decode_is_an_error_and_leaves_no_file(tmp_path, image_path):
 
 
 def test_checkpoint_schedule_must_match_config(image_path):
-    from vidforge.animate.sampler import alphas_cumprod_from_betas, make_betas
+    from vidforge.sampling.schedules import lvdm_noise_schedule
 
     model = StubDynamiCrafter()  # a zero-SNR (512-style) config...
-    model.schedule = {"alphas_cumprod": alphas_cumprod_from_betas(make_betas(zero_snr=False))}
+    model.schedule = {"alphas_cumprod": lvdm_noise_schedule(zero_snr=False).alphas_cumprod}
     with pytest.raises(VidforgeError, match="alphas_cumprod do not match"):
         run(image_path, fast(), model=model)
     assert model.calls == []
 
 
 def test_tiny_model_multi_condition_other_length_and_loop(image_path):
-    from vidforge.animate.model import TINY, build_model, replace_config
+    from vidforge.models.dynamicrafter.config import TINY, replace_config
+    from vidforge.models.dynamicrafter.network import build_model
 
     model = build_model("tiny")
     result = run(image_path, fast(frames=5, image_scale=2.0, prompt="waves"), model=model)

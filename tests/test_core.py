@@ -11,9 +11,11 @@ import torch
 from vidforge.core import attention as attn
 from vidforge.core.device import make_generator, randn, select_device, select_dtype
 from vidforge.core.flow import compute_flow, occlusion_mask, warp
-from vidforge.core.models import fetch_weights, load_state_dict, resolve_model
 from vidforge.core.progress import Bars
 from vidforge.errors import VidforgeError
+from vidforge.models.checkpoint import load_state_dict
+from vidforge.models.hub import fetch_weights
+from vidforge.models.registry import resolve_model
 
 # ------------------------------------------------------------------------------------------ device
 

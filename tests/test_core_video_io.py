@@ -5,7 +5,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from vidforge.core.video_io import VideoWriter, read_image, read_video, write_video
+from vidforge.core.video_io import read_image, read_video
+from vidforge.core.writers import get_writer, write_video
 from vidforge.errors import VidforgeError
 
 
@@ -59,7 +60,7 @@ def test_max_frames_and_resize(clip_path):
 
 def test_failed_write_leaves_no_file(tmp_path, frames):
     target = tmp_path / "out.mp4"
-    with pytest.raises(RuntimeError), VideoWriter(target, fps=8) as writer:
+    with pytest.raises(RuntimeError), get_writer(target, fps=8) as writer:
         writer.write(frames[:2])
         raise RuntimeError("crash mid-write")
     assert list(tmp_path.iterdir()) == []
@@ -68,7 +69,7 @@ def test_failed_write_leaves_no_file(tmp_path, frames):
 def test_existing_output_is_replaced_only_on_success(tmp_path, frames):
     target = tmp_path / "out.mp4"
     target.write_bytes(b"previous result")
-    with pytest.raises(RuntimeError), VideoWriter(target, fps=8) as writer:
+    with pytest.raises(RuntimeError), get_writer(target, fps=8) as writer:
         writer.write(frames)
         raise RuntimeError("crash")
     assert target.read_bytes() == b"previous result"
@@ -120,7 +121,7 @@ def test_failure_while_finishing_leaves_no_temp_file(tmp_path, frames, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    writer = VideoWriter(tmp_path / "out.gif", fps=8)
+    writer = get_writer(tmp_path / "out.gif", fps=8)
     writer.write(frames)
     with pytest.raises(OSError, match="disk full"):
         writer.close()

@@ -8,7 +8,8 @@ import pytest
 from conftest import textured_frames
 
 import vidforge.core.video_io as video_io
-from vidforge.core.video_io import iter_frames, probe_video, read_video, write_video
+from vidforge.core.video_io import iter_frames, probe_video, read_video
+from vidforge.core.writers import write_video
 from vidforge.errors import VidforgeError
 
 

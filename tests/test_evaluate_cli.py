@@ -8,7 +8,7 @@ import pytest
 from test_evaluate_metrics import alternate_gain, shifted_error, sliding_frames
 
 from vidforge.cli import main
-from vidforge.core.video_io import write_video
+from vidforge.core.writers import write_video
 
 
 def evaluate(args, capsys):

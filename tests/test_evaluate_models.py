@@ -7,7 +7,7 @@ import torch
 from test_evaluate_metrics import sliding_frames
 
 from vidforge.core.progress import Bars
-from vidforge.core.video_io import write_video
+from vidforge.core.writers import write_video
 from vidforge.errors import VidforgeError
 from vidforge.evaluate import EvaluateOptions, clip_metrics, fvd, perceptual, run
 from vidforge.evaluate.pipeline import FlowCache
@@ -15,7 +15,7 @@ from vidforge.evaluate.pipeline import FlowCache
 
 @pytest.fixture(scope="module")
 def tiny_clip():
-    from vidforge.core.clip import load_clip
+    from vidforge.models.clip import load_clip
 
     return load_clip("tiny", "cpu")
 

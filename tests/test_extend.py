@@ -5,32 +5,36 @@ import math
 
 import pytest
 import torch
-from diffusers import DDIMScheduler
 
 from vidforge.errors import OptionError
 from vidforge.extend import (
     ClipPlan,
     ExtendOptions,
-    classifier_free_guidance,
-    ddim_inversion,
     frame_noise_reversion,
+    invert_clip,
     past_dependent_noise_sampling,
     sample_clip,
     sample_reuse_and_diffuse,
     staged_guidance_schedule,
     staged_guidance_steps,
 )
-from vidforge.extend.models import ddim_scheduler_config
+from vidforge.sampling.denoisers import Denoiser
+from vidforge.sampling.guidance import BatchedGuidance, cfg_combine
+from vidforge.sampling.schedules import SD_SCHEDULE, ddim_schedule, diffusers_noise_schedule
+
+NOISE = diffusers_noise_schedule(SD_SCHEDULE)  # ModelScope's training schedule
 
 
 def scheduler(steps):
-    s = DDIMScheduler(**ddim_scheduler_config())
-    s.set_timesteps(steps)
-    return s
+    return ddim_schedule(NOISE, steps)
 
 
-def zero_denoiser(z, t, cond):
-    return torch.zeros_like(z)
+def eps_denoiser(model):
+    """An ε-prediction denoiser from ``model(z, t) -> ε``."""
+    return Denoiser(model, "epsilon")
+
+
+zero_denoiser = eps_denoiser(lambda z, t: torch.zeros_like(z))
 
 
 # ------------------------------------------------------------------------------------------- FNR
@@ -111,11 +115,11 @@ def test_dsg_steps_by_hand(steps, m, beta, expected):
 def recording_denoiser(log):
     """Records what it is fed; its eps mixes neighbouring frames, so frames evolve differently."""
 
-    def denoise(z, t, cond):
+    def denoise(z, t):
         log.append(z.clone())
         return 0.1 * z.roll(1, dims=2)
 
-    return denoise
+    return eps_denoiser(denoise)
 
 
 def test_dsg_overwrites_exactly_the_scheduled_frames_and_steps():
@@ -128,16 +132,7 @@ def test_dsg_overwrites_exactly_the_scheduled_frames_and_steps():
     )
     log = []
     noise = torch.randn(1, 2, n, 3, 3, generator=torch.Generator().manual_seed(0))
-    sample_clip(
-        recording_denoiser(log),
-        noise,
-        sched.timesteps,
-        sched,
-        None,
-        schedule=mask,
-        prompt_latents=prompt,
-        prompt_frames=m,
-    )
+    sample_clip(recording_denoiser(log), noise, sched, dsg_mask=mask, prompt_latents=prompt, prompt_frames=m)
     assert len(log) == steps
     overwritten = torch.zeros(steps, n, dtype=torch.bool)
     for i, z in enumerate(log):
@@ -153,9 +148,7 @@ def test_dsg_cache_holds_the_mirrored_last_m_frames_fed_to_the_denoiser():
     sched = scheduler(steps)
     log = []
     noise = torch.randn(1, 2, n, 3, 3, generator=torch.Generator().manual_seed(0))
-    _, cache = sample_clip(
-        recording_denoiser(log), noise, sched.timesteps, sched, None, num_cached=4, prompt_frames=m
-    )
+    _, cache = sample_clip(recording_denoiser(log), noise, sched, num_cached=4, prompt_frames=m)
     assert cache.shape == (4, 1, 2, m, 3, 3)
     for i in range(4):
         assert torch.equal(cache[i][:, :, 0], log[i][:, :, n - 1])
@@ -169,8 +162,7 @@ def test_clip_k_reuses_clip_k_minus_1_at_the_same_step():
     log = []
     clips = list(
         sample_reuse_and_diffuse(
-            recording_denoiser(log), sched, sched.timesteps, (1, 2, n, 3, 3), None,
-            num_clips=2, prompt_frames=m, noise_recycle=4.0, staged_guidance=1.0, generator=torch.Generator().manual_seed(0),
+            recording_denoiser(log), sched, (1, 2, n, 3, 3), num_clips=2, prompt_frames=m, noise_recycle=4.0, staged_guidance=1.0, generator=torch.Generator().manual_seed(0),
         )
     )  # fmt: skip
     assert [k for k, _, _ in clips] == [0, 1]
@@ -190,8 +182,7 @@ def test_prompt_frames_zero_degrades_to_pure_pns():
     states = [
         s
         for _, _, s in sample_reuse_and_diffuse(
-            recording_denoiser(log), sched, sched.timesteps, (1, 2, n, 8, 8), None,
-            num_clips=2, prompt_frames=0, noise_recycle=1.0, generator=gen,
+            recording_denoiser(log), sched, (1, 2, n, 8, 8), num_clips=2, prompt_frames=0, noise_recycle=1.0, generator=gen,
         )
     ]  # fmt: skip
     assert all(s.prompt_latents is None for s in states)  # nothing cached for DSG
@@ -240,7 +231,7 @@ def test_cached_state_size_is_independent_of_the_number_of_clips():
     sizes = {}
     for clips in (2, 7):
         states = sample_reuse_and_diffuse(
-            zero_denoiser, sched, sched.timesteps, shape, None, num_clips=clips, prompt_frames=2,
+            zero_denoiser, sched, shape, num_clips=clips, prompt_frames=2,
             staged_guidance=0.4, generator=torch.Generator().manual_seed(0),
         )  # fmt: skip
         sizes[clips] = {s.nbytes for _, _, s in states}
@@ -250,14 +241,21 @@ def test_cached_state_size_is_independent_of_the_number_of_clips():
 
 
 def test_classifier_free_guidance_formula():
-    def denoiser(z, t, cond):  # eps = z · c (per batch item)
+    calls = []
+
+    def model(z, t, cond):  # eps = z · c (per batch item)
+        calls.append(z.shape[0])
         return z * cond.reshape(-1, 1, 1, 1, 1)
 
     z = torch.ones(1, 1, 2, 1, 1)
-    guided = classifier_free_guidance(denoiser, 10.0)
-    out = guided(z, 0, (torch.tensor([3.0]), torch.tensor([1.0])))
-    assert torch.allclose(out, torch.full_like(z, 1 + 10 * (3 - 1)))
-    assert torch.equal(classifier_free_guidance(denoiser, 1.0)(z, 0, (torch.tensor([3.0]), None)), 3 * z)
+    conds = {"negative": torch.tensor([1.0]), "positive": torch.tensor([3.0])}
+    guided = BatchedGuidance(model, conds, cfg_combine(10.0, 0.0, "negative", "positive"))
+    assert torch.allclose(guided(z, 0), torch.full_like(z, 1 + 10 * (3 - 1)))
+    assert calls == [2]  # both branches in one batched call
+    alone = BatchedGuidance(
+        model, {"positive": torch.tensor([3.0])}, cfg_combine(1.0, 0.0, "negative", "positive")
+    )
+    assert torch.equal(alone(z, 0), 3 * z)
 
 
 def test_ddim_inversion_then_sampling_reconstructs_the_clip():
@@ -269,21 +267,18 @@ def test_ddim_inversion_then_sampling_reconstructs_the_clip():
     latents = torch.randn(1, 2, 6, 4, 4, generator=gen, dtype=torch.float64)
     e = torch.randn(1, 2, 6, 4, 4, generator=gen, dtype=torch.float64)
 
-    def denoiser(z, t, cond):
-        return e
-
-    state = ddim_inversion(
-        denoiser, latents, sched.timesteps, sched, None, prompt_frames=2, staged_guidance=0.5
-    )
+    denoiser = eps_denoiser(lambda z, t: e)
+    state = invert_clip(denoiser, latents, sched, prompt_frames=2, staged_guidance=0.5)
     assert state.prompt_latents.shape == (10, 1, 2, 2, 4, 4)  # ceil(20·0.5) steps, M = 2
-    final = torch.as_tensor(sched.final_alpha_cumprod, dtype=torch.float64)  # the input's noise level
+    final = sched.alphas_cumprod_prev[-1].double()  # the input's noise level: ᾱ_0
+    assert final == NOISE.alphas_cumprod[0]
     x0 = (latents - (1 - final).sqrt() * e) / final.sqrt()
-    a = sched.alphas_cumprod[sched.timesteps[0]].double()
+    a = sched.alphas_cumprod[0].double()
     assert torch.allclose(state.noise, a.sqrt() * x0 + (1 - a).sqrt() * e, atol=1e-9)
-    a3 = sched.alphas_cumprod[sched.timesteps[3]].double()
+    a3 = sched.alphas_cumprod[3].double()
     z3 = a3.sqrt() * x0 + (1 - a3).sqrt() * e
     assert torch.allclose(state.prompt_latents[3], z3.flip(2)[:, :, :2], atol=1e-9)  # mirrored frames 5, 4
-    z0, _ = sample_clip(denoiser, state.noise, sched.timesteps, sched, None)
+    z0, _ = sample_clip(denoiser, state.noise, sched)
     assert torch.allclose(z0, latents, atol=1e-6)
 
 

@@ -12,17 +12,20 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vidforge import extend
-from vidforge.animate.model import CONFIGS, build_model, replace_config
-from vidforge.animate.sampler import sample_ddim, schedule_for_config
 from vidforge.cli import app
 from vidforge.core.device import make_generator
-from vidforge.core.models import resolve_model
 from vidforge.core.video_io import read_video
-from vidforge.errors import VidforgeError
-from vidforge.extend import ExtendOptions, classifier_free_guidance, sample_clip
+from vidforge.extend import ExtendOptions, sample_clip
 from vidforge.extend.checkpoint import state_dir_for
-from vidforge.extend.dynamicrafter import AnimateDenoiser, AnimateScheduler
-from vidforge.extend.models import image_model, load_image_model
+from vidforge.models import load_model
+from vidforge.models.dynamicrafter.conditioning import conditioned_unet
+from vidforge.models.dynamicrafter.config import CONFIGS, noise_schedule, replace_config
+from vidforge.models.dynamicrafter.load import bundle
+from vidforge.models.dynamicrafter.network import build_model
+from vidforge.sampling.ddim import sample_ddim
+from vidforge.sampling.denoisers import Denoiser
+from vidforge.sampling.guidance import BatchedGuidance, cfg_combine
+from vidforge.sampling.schedules import DDIMSchedule, ddim_schedule
 
 runner = CliRunner()
 
@@ -38,12 +41,12 @@ def image_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return load_image_model(resolve_model("tiny", "animate"), torch.device("cpu"), torch.float32)
+    return load_model("tiny", "animate")
 
 
 def options(image_path, **changes):
     base = ExtendOptions(
-        prompt="a boat on the sea", model="tiny", steps=2, guidance_scale=3.0, image=str(image_path)
+        prompt="a boat on the sea", model="tiny", steps=2, text_scale=3.0, image=str(image_path)
     )
     return replace(base, **changes)
 
@@ -64,89 +67,70 @@ def test_cli_writes_exactly_20_frames_at_the_fps_conditioning(tmp_path, image_pa
     assert video.num_frames == 20 and video.frames.shape[1:] == (64, 64, 3)
 
 
-def test_adapter_equals_a_direct_denoise_call_with_the_image_latent_on_every_frame(tiny_model):
-    model = tiny_model.denoiser.model
+def test_conditioned_unet_equals_a_direct_denoise_call_with_the_image_latent_on_every_frame(tiny_model):
+    model = tiny_model.network
     assert model.config.name == "tiny" and model.config.prediction_type == "v_prediction"
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, 4, 5, 8, 8, generator=g)
     image_latents = torch.randn(1, 4, 1, 8, 8, generator=g)
     context = torch.randn(2, 77 + 64, 64, generator=g)
     t = torch.tensor(499)
-    adapter = AnimateDenoiser(model).with_image(image_latents, fps=7)
+    unet = conditioned_unet(model, image_latents, fps=7)
     x = torch.cat([z, torch.cat([image_latents] * 5, dim=2).repeat(2, 1, 1, 1, 1)], dim=1)  # (2, 8, 5, h, w)
     expected = model.denoise(x, torch.tensor([499, 499]), context, torch.tensor([7, 7]))
-    assert torch.equal(adapter(z, t, context), expected)
+    assert torch.equal(unet(z, t, context), expected)
     # the fps conditioning really reaches the UNet
-    assert not torch.allclose(adapter.with_image(image_latents, fps=24)(z, t, context), expected)
+    assert not torch.allclose(conditioned_unet(model, image_latents, fps=24)(z, t, context), expected)
 
 
-@pytest.mark.parametrize("name", ["tiny", "256", "512", "1024"])
-@pytest.mark.parametrize("steps", [2, 30, 50])
-def test_schedule_equals_animates(name, steps):
-    config = CONFIGS[name]
-    scheduler = AnimateScheduler(config)
-    scheduler.set_timesteps(steps)
-    ours = schedule_for_config(config, steps)
-    assert torch.equal(scheduler.timesteps, ours.timesteps)
-    assert torch.equal(scheduler.alphas_cumprod[ours.timesteps], ours.alphas_cumprod)
-    assert scheduler.config.prediction_type == config.prediction_type
-    if config.zero_snr:
-        assert scheduler.alphas_cumprod[-1] == 0  # zero terminal SNR
-    # 512/1024 trailing spacing starts at t = 999; 256 leading at 981 (50 steps)
-    if steps == 50:
-        assert int(scheduler.timesteps[0]) == (981 if name == "256" else 999)
+def one_step(schedule: DDIMSchedule, i: int) -> DDIMSchedule:
+    """Step ``i`` of ``schedule`` alone."""
+    row = slice(i, i + 1)
+    return DDIMSchedule(
+        schedule.timesteps[row], schedule.alphas_cumprod[row], schedule.alphas_cumprod_prev[row],
+        schedule.variances[row], schedule.x0_rescale[row], schedule.prediction_type,
+    )  # fmt: skip
 
 
 def test_v_prediction_step_by_hand():
     """One step on the 1024 schedule (v, zero SNR, dynamic rescale 0.3), eta 0, in closed form."""
-    config = CONFIGS["1024"]
-    scheduler = AnimateScheduler(config)
-    scheduler.set_timesteps(50)
-    t, t_prev = 499, 479
-    a, a_prev = scheduler.alphas_cumprod[t].double(), scheduler.alphas_cumprod[t_prev].double()
+    noise = noise_schedule(CONFIGS["1024"])
+    schedule = ddim_schedule(noise, 50)
+    alphas = noise.alphas_cumprod.double()
     x, v = torch.tensor([0.5, -1.0]).double(), torch.tensor([0.2, 0.3]).double()
-    x0 = a.sqrt() * x - (1 - a).sqrt() * v
-    eps = a.sqrt() * v + (1 - a).sqrt() * x
-    x0 = x0 * 0.3 / 0.3  # t and t_prev are both past the 400-step ramp: ratio 1
-    expected = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-    got = scheduler.step(v.float(), torch.tensor(t), x.float()).prev_sample
-    assert torch.allclose(got.double(), expected, atol=1e-6)
-    # on the ramp (t < 400) x0 is rescaled by scale_arr[t_prev] / scale_arr[t]
-    t, t_prev = 219, 199
+    denoiser = Denoiser(lambda x_in, t: v.float().expand_as(x_in), "v_prediction")
     ramp = torch.linspace(1.0, 0.3, 400, dtype=torch.float64)
-    a, a_prev = scheduler.alphas_cumprod[t].double(), scheduler.alphas_cumprod[t_prev].double()
-    x0 = (a.sqrt() * x - (1 - a).sqrt() * v) * ramp[t_prev] / ramp[t]
-    eps = a.sqrt() * v + (1 - a).sqrt() * x
-    expected = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-    got = scheduler.step(v.float(), torch.tensor(t), x.float()).prev_sample
-    assert torch.allclose(got.double(), expected, atol=1e-6)
+    # t and t_prev past the 400-step ramp: ratio 1; on the ramp x0 is rescaled by scale_arr[t_prev] / scale_arr[t]
+    for t, t_prev, ratio in [(499, 479, 1.0), (219, 199, ramp[199] / ramp[219])]:
+        a, a_prev = alphas[t], alphas[t_prev]
+        x0 = (a.sqrt() * x - (1 - a).sqrt() * v) * ratio
+        eps = a.sqrt() * v + (1 - a).sqrt() * x
+        expected = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        i = schedule.timesteps.tolist().index(t)
+        got = sample_ddim(denoiser, x.float(), one_step(schedule, i))
+        assert torch.allclose(got.double(), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["256", "1024"])
-def test_an_extend_clip_is_an_animate_ddim_sample(name):
-    """Without reuse, extend's clip sampler over AnimateScheduler = animate's ``sample_ddim`` (eta 1)."""
-    scheduler = AnimateScheduler(CONFIGS[name])
-    scheduler.set_timesteps(5)
-
-    def model(x, t):
-        return 0.3 * x + 0.001 * t.double().reshape(-1, 1, 1, 1, 1).float()
-
-    noise = torch.randn(1, 4, 3, 2, 2, generator=torch.Generator().manual_seed(1))
-    ours, _ = sample_clip(
-        lambda z, t, cond: model(z, t.reshape(1)), noise, scheduler.timesteps, scheduler, None,
-        eta=1.0, generator=make_generator(3, "cpu"),
-    )  # fmt: skip
-    theirs = sample_ddim(
-        model, noise, schedule_for_config(CONFIGS[name], 5), eta=1.0, generator=make_generator(3, "cpu")
+def test_an_extend_clip_without_reuse_is_an_animate_ddim_sample(name):
+    """Without reuse, extend's clip sampler is the shared DDIM that animate samples with (eta 1)."""
+    schedule = ddim_schedule(noise_schedule(CONFIGS[name]), 5)
+    denoiser = Denoiser(
+        lambda x, t: 0.3 * x + 0.001 * t.double().reshape(-1, 1, 1, 1, 1).float(), schedule.prediction_type
     )
-    assert torch.allclose(ours, theirs, atol=1e-6)
+    noise = torch.randn(1, 4, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    ours, _ = sample_clip(denoiser, noise, schedule, eta=1.0, generator=make_generator(3, "cpu"))
+    theirs = sample_ddim(denoiser, noise, schedule, eta=1.0, generator=make_generator(3, "cpu"))
+    assert torch.equal(ours, theirs)
 
 
 def test_guidance_rescale_by_hand():
     pos = torch.tensor([[1.0, 3.0]])
     neg = torch.tensor([[0.0, 0.0]])
-    guided = classifier_free_guidance(lambda z, t, c: c, 2.0, guidance_rescale=0.7)
-    out = guided(torch.zeros(1, 2), 0, (pos, neg))
+    guided = BatchedGuidance(
+        lambda z, t, c: c, {"negative": neg, "positive": pos}, cfg_combine(2.0, 0.7, "negative", "positive")
+    )
+    out = guided(torch.zeros(1, 2), 0)
     cfg = torch.tensor([[2.0, 6.0]])  # 0 + 2·(pos - 0)
     std = lambda x: x.std(unbiased=True)  # noqa: E731
     expected = 0.7 * cfg * std(pos) / std(cfg) + 0.3 * cfg
@@ -179,10 +163,13 @@ def test_resume_with_an_image_model_gives_the_uninterrupted_frames(tmp_path, ima
     assert not state_dir_for(out).exists()
 
 
-def test_init_with_a_v_prediction_model_is_a_clear_error(image_path, tiny_model, clip_path):
-    with pytest.raises(VidforgeError, match="epsilon-prediction models only") as e:
-        extend.run(options(image_path, frames=12, init=str(clip_path)), model=tiny_model)
-    assert "\n" not in str(e.value)
+def test_init_continues_a_video_with_a_v_prediction_image_model(image_path, tiny_model, clip_path):
+    """The tiny model samples like the 512 release (v-prediction, zero SNR, dynamic rescale): DDIM
+    inversion of --init runs through the shared prediction adapter."""
+    result = extend.run(options(image_path, frames=12, clip_frames=8, init=str(clip_path)), model=tiny_model)
+    assert result.num_frames == 12
+    assert np.array_equal(result.frames[:8], read_video(clip_path).frames)
+    assert np.isfinite(result.frames.astype(float)).all() and result.frames[8:].std() > 0
 
 
 def test_init_continues_a_video_with_an_epsilon_image_model(image_path, clip_path):
@@ -192,7 +179,7 @@ def test_init_continues_a_video_with_an_epsilon_image_model(image_path, clip_pat
         CONFIGS["tiny"], prediction_type="epsilon", zero_snr=False, timestep_spacing="leading",
         fps_conditioning="frame_stride", default_fps=3, guidance_rescale=0.0, dynamic_rescale_base=None,
     )  # fmt: skip
-    model = image_model(build_model(config), "tiny-eps")
+    model = bundle(build_model(config), "tiny-eps")
     result = extend.run(options(image_path, frames=12, clip_frames=8, init=str(clip_path)), model=model)
     assert result.num_frames == 12 and result.info["cond_fps"] == 3
     assert result.fps == pytest.approx(12)  # the init video's fps

@@ -10,12 +10,13 @@ from typer.testing import CliRunner
 
 from vidforge import extend
 from vidforge.cli import app
-from vidforge.core.video_io import read_video, write_video
+from vidforge.core.video_io import read_video
+from vidforge.core.writers import write_video
 from vidforge.errors import OptionError, VidforgeError
 from vidforge.extend import ExtendOptions
 from vidforge.extend.checkpoint import state_dir_for
 
-BASE = ExtendOptions(prompt="a river through a forest", model="tiny", steps=2, guidance_scale=3.0)
+BASE = ExtendOptions(prompt="a river through a forest", model="tiny", steps=2, text_scale=3.0)
 
 
 @pytest.mark.parametrize("frames, clips", [(1, 1), (8, 1), (13, 3), (21, 5)])
@@ -124,11 +125,12 @@ def test_resume_with_other_options_or_no_checkpoint_is_refused(tmp_path):
 def test_interrupt_inside_the_first_clip_leaves_no_video(tmp_path):
     out = tmp_path / "out.mp4"
 
-    def denoiser_interrupt(*args, **kwargs):
+    def interrupted_sampler(*args, **kwargs):
         raise KeyboardInterrupt
+        yield
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("vidforge.extend.pipeline.classifier_free_guidance", lambda d, s, r: denoiser_interrupt)
+        mp.setattr("vidforge.extend.pipeline.sample_reuse_and_diffuse", interrupted_sampler)
         with pytest.raises(KeyboardInterrupt, match="nothing written"):
             extend.run(replace(BASE, frames=12), output=out)
     assert not out.exists()

@@ -5,16 +5,22 @@ import math
 import pytest
 import torch
 
-from vidforge.animate.model import CONFIGS, build_model, get_config, replace_config
-from vidforge.animate.resampler import PerceiverAttention, Resampler, ResamplerConfig, frame_tokens
-from vidforge.animate.unet import (
+from vidforge.errors import VidforgeError
+from vidforge.models.dynamicrafter.config import CONFIGS, get_config, replace_config
+from vidforge.models.dynamicrafter.network import build_model
+from vidforge.models.dynamicrafter.resampler import (
+    PerceiverAttention,
+    Resampler,
+    ResamplerConfig,
+    frame_tokens,
+)
+from vidforge.models.dynamicrafter.unet import (
     CrossAttention,
     TemporalTransformer,
     UNetConfig,
     frame_context,
     timestep_embedding,
 )
-from vidforge.errors import VidforgeError
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def test_self_attention_without_context():
 
 
 def test_batched_attention_chunks_give_the_same_result(monkeypatch):
-    import vidforge.animate.unet as unet
+    import vidforge.models.dynamicrafter.unet as unet
 
     q, k, v = torch.randn(3, 10, 2, 5, 4).unbind(0)
     whole = unet.batched_attention(q, k, v)
@@ -199,7 +205,7 @@ def test_unet_forward_tiny(tiny):
 def test_encoders_tiny(tiny):
     import open_clip
 
-    from vidforge.animate.encoders import preprocess_images, text_hidden_states
+    from vidforge.models.dynamicrafter.encoders import preprocess_images, text_hidden_states
 
     text = tiny.encode_text(["a red car", ""])
     assert text.shape == (2, 77, tiny.config.context_dim)

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidforge.animate import convert
-from vidforge.animate.model import build_model, load_model
-from vidforge.core.models import resolve_model
 from vidforge.errors import VidforgeError
+from vidforge.models import resolve_model
+from vidforge.models.dynamicrafter import convert
+from vidforge.models.dynamicrafter.load import load_network as load_model
+from vidforge.models.dynamicrafter.network import build_model
 
 REFERENCE = Path(__file__).parent / "data" / "dynamicrafter"
 TINY_LEVELS = 4  # tiny VAE has 4 levels, like the real one
@@ -56,9 +57,7 @@ def tiny_outputs(tiny):
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     """Converted checkpoints go to a temporary HF cache."""
-    import vidforge.core.models as models
-
-    monkeypatch.setattr(models, "hub_cache_dir", lambda: tmp_path / "hub")
+    monkeypatch.setattr(convert, "hub_cache_dir", lambda: tmp_path / "hub")
     return tmp_path / "hub"
 
 
@@ -150,14 +149,13 @@ def test_round_trip_ckpt_loads_strictly_with_identical_outputs(
     # converted once: the cache is a safetensors file, and the pickle is not read again
     cached = list(cache_dir.glob("vidforge-converted/*.safetensors"))
     assert len(cached) == 1
-    import vidforge.core.models as models
 
     def no_pickle(p):
         assert Path(p).suffix == ".safetensors", f"pickle read again: {p}"
         return original_load(p)
 
-    original_load = models.load_state_dict
-    monkeypatch.setattr(models, "load_state_dict", no_pickle)
+    original_load = convert.load_state_dict
+    monkeypatch.setattr(convert, "load_state_dict", no_pickle)
     again = load_model(resolve_model(str(path), "animate"), "cpu", torch.float32, config="tiny")
     torch.testing.assert_close(again.schedule["betas"], SCHEDULE["betas"])
     assert_same_model(again, tiny, tiny_outputs)

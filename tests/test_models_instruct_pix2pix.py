@@ -12,9 +12,16 @@ import pytest
 import torch
 from conftest import textured_frames
 
+from vidforge.core.video_io import Video
 from vidforge.errors import VidforgeError
+from vidforge.models import load_model
+from vidforge.models.instruct_pix2pix import build_tiny
+from vidforge.sampling.schedules import SD_SCHEDULE
 from vidforge.stylize import StylizeOptions, run
-from vidforge.stylize.models import SD_SCHEDULE, build_tiny, load_components
+
+
+def load_components(name, device, dtype):
+    return load_model(name, "stylize", device, dtype)
 
 
 def write_clip_tokenizer(folder):
@@ -33,18 +40,45 @@ def write_clip_tokenizer(folder):
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
-@pytest.fixture(scope="module")
-def ip2p_folder(tmp_path_factory):
+def write_folder(folder, vae=None):
+    """A diffusers InstructPix2Pix folder of the tiny parts (``vae`` replaces the tiny VAE)."""
     from diffusers import DDIMScheduler
 
-    folder = tmp_path_factory.mktemp("ip2p")
     parts = build_tiny(seed=1)
     parts.unet.save_pretrained(folder / "unet")
-    parts.vae.save_pretrained(folder / "vae")
+    (vae or parts.vae).save_pretrained(folder / "vae")
     parts.text_encoder.save_pretrained(folder / "text_encoder")
     DDIMScheduler(**SD_SCHEDULE).save_pretrained(folder / "scheduler")
     write_clip_tokenizer(folder / "tokenizer")
     return folder
+
+
+@pytest.fixture(scope="module")
+def ip2p_folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("ip2p"))
+
+
+def vae_with_levels(levels: int):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=(8,) + (16,) * (levels - 1), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("levels, factor", [(2, 2), (3, 4), (4, 8)])
+def test_the_vae_scale_factor_comes_from_the_vae(tmp_path, levels, factor):
+    """diffusers derives 2 ** (levels - 1); so must stylize (sizes, latent shapes), or a folder
+    whose VAE has another number of levels fails on tensor sizes."""
+    folder = write_folder(tmp_path / f"vae{levels}", vae_with_levels(levels))
+    assert load_components(str(folder), "cpu", torch.float32).vae_scale_factor == factor
+    frames = textured_frames(2, 21, 27)  # odd sizes: processed at multiples of the factor, resized back
+    options = StylizeOptions(style="ink", model=str(folder), steps=1, device="cpu")
+    result = run(Video(frames, 8.0), options)
+    assert result.frames.shape == frames.shape
+    w, h = (int(v) for v in result.info["size"].split("x"))
+    assert w % factor == 0 and h % factor == 0 and abs(w - 27) <= factor / 2 and abs(h - 21) <= factor / 2
 
 
 def test_local_diffusers_folder_loads_with_from_pretrained(ip2p_folder):
@@ -53,19 +87,17 @@ def test_local_diffusers_folder_loads_with_from_pretrained(ip2p_folder):
     reference = build_tiny(seed=1)
     name, weight = next(iter(reference.unet.state_dict().items()))
     assert torch.equal(parts.unet.state_dict()[name], weight)  # the saved weights, not fresh ones
-    from vidforge.core.text import OpenClipTokenizer, tokenize
+    from vidforge.models.text import OpenClipTokenizer, tokenize
 
     ids = tokenize(parts.tokenizer, ["ink wash painting"])[0]
     expected = OpenClipTokenizer()(["ink wash painting"])[0]  # same CLIP vocabulary; pads with 0
     assert ids.shape == (77,) and ids[0] == 49406
     assert torch.equal(ids[:5], expected[:5]) and ids[4] == 49407  # <sot> ink wash painting <eot>
-    assert parts.scheduler_config["beta_schedule"] == "scaled_linear"
+    assert parts.noise_schedule.diffusers_config["beta_schedule"] == "scaled_linear"
 
 
 def test_run_with_model_path(ip2p_folder):
     frames = textured_frames(2, 16, 16)
-    from vidforge.core.video_io import Video
-
     result = run(
         Video(frames, 8.0), StylizeOptions(style="ink", model=str(ip2p_folder), steps=1, device="cpu")
     )

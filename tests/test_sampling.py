@@ -1,24 +1,35 @@
-"""DynamiCrafter sampler: schedules, guidance formulas and DDIM against hand-computed answers."""
+"""The shared sampling layer: schedules, prediction adapters, guidance formulas and DDIM against
+hand-computed answers (lvdm / DynamiCrafter facts, where the schedules come from)."""
 
 import math
 
 import pytest
 import torch
 
-from vidforge.animate.sampler import (
-    CFGDenoiser,
-    alphas_cumprod_from_betas,
-    cfg,
+from vidforge.animate import AnimateOptions
+from vidforge.animate.pipeline import guidance
+from vidforge.models.dynamicrafter.conditioning import conditioned_unet
+from vidforge.models.dynamicrafter.config import CONFIGS, schedule_mismatches
+from vidforge.sampling.ddim import sample_ddim
+from vidforge.sampling.denoisers import Denoiser, to_prediction
+from vidforge.sampling.guidance import BatchedGuidance, cfg, multi_cond_cfg, rescale_guidance
+from vidforge.sampling.schedules import (
+    alphas_cumprod_float64,
+    ddim_schedule,
     ddim_timesteps,
     dynamic_rescale_arr,
-    make_betas,
-    make_schedule,
-    multi_cond_cfg,
-    rescale_guidance,
-    sample_ddim,
-    schedule_mismatches,
-    to_eps_and_x0,
+    lvdm_noise_schedule,
 )
+from vidforge.sampling.schedules import scaled_linear_betas as make_betas
+
+
+def alphas_cumprod_from_betas(betas):
+    return alphas_cumprod_float64(betas)
+
+
+def make_schedule(steps, **settings):
+    return ddim_schedule(lvdm_noise_schedule(**settings), steps)
+
 
 SETTINGS_256 = dict(prediction_type="epsilon", zero_snr=False, timestep_spacing="leading")
 SETTINGS_512 = dict(
@@ -44,6 +55,7 @@ def test_trailing_timesteps_match_lvdm_uniform_trailing():
     assert t30 == [round(1000 - k * 1000 / 30) - 1 for k in range(30)]
     with pytest.raises(ValueError):
         ddim_timesteps(10, "linspace-ish")
+    assert ddim_timesteps(4, "trailing", steps_offset=1).tolist() == [999, 749, 499, 249]  # no offset
 
 
 def test_scaled_linear_betas():
@@ -144,8 +156,8 @@ def test_v_prediction_conversion_round_trip():
     a = torch.tensor(0.3)
     x = a.sqrt() * x0 + (1 - a).sqrt() * eps
     v = a.sqrt() * eps - (1 - a).sqrt() * x0
-    eps_v, x0_v = to_eps_and_x0(x, v, a, "v_prediction")
-    eps_e, x0_e = to_eps_and_x0(x, eps, a, "epsilon")
+    eps_v, x0_v = to_prediction(x, v, a.sqrt(), (1 - a).sqrt(), "v_prediction")
+    eps_e, x0_e = to_prediction(x, eps, a.sqrt(), (1 - a).sqrt(), "epsilon")
     for got in (eps_v, eps_e):
         torch.testing.assert_close(got, eps)
     for got in (x0_v, x0_e):
@@ -162,10 +174,10 @@ def _trajectory(x0, eps, abar, scale=None):
         return eps.expand_as(x)
 
     def v_oracle(x, t):
-        a = abar[t[0]]
-        return a.sqrt() * eps - (1 - a).sqrt() * s(t[0]) * x0
+        a = abar[t]
+        return a.sqrt() * eps - (1 - a).sqrt() * s(t) * x0
 
-    return eps_oracle, v_oracle
+    return Denoiser(eps_oracle, "epsilon"), Denoiser(v_oracle, "v_prediction")
 
 
 def test_ddim_eta0_with_exact_noise_recovers_x0():
@@ -211,8 +223,7 @@ def test_ddim_v_prediction_zero_snr_with_dynamic_rescale_follows_scaled_trajecto
 
 
 def test_ddim_eta1_noise_is_seeded():
-    def denoiser(x, t):
-        return 0.1 * x
+    denoiser = Denoiser(lambda x, t: 0.1 * x, "epsilon")
 
     sched = make_schedule(3, **SETTINGS_256)
     x = torch.ones(1, 4, 2, 4, 4)
@@ -247,31 +258,32 @@ class CountingModel:
 
 @pytest.mark.parametrize(
     ("text_scale", "image_scale", "rescale", "branches"),
-    [(7.5, None, 0.0, 2), (7.5, 2.0, 0.7, 3), (1.0, None, 0.0, 1)],
+    [(7.5, None, 0.0, ("u", "c")), (7.5, 2.0, 0.7, ("u", "img", "c")), (1.0, None, 0.0, ("c",))],
 )
-def test_cfg_denoiser_one_batched_call_matches_formula(text_scale, image_scale, rescale, branches):
+def test_animate_guidance_is_one_batched_call_matching_the_formula(
+    text_scale, image_scale, rescale, branches
+):
     g = torch.Generator().manual_seed(4)
     contexts = {k: torch.randn(1, 6, 8, generator=g) + i for i, k in enumerate(("u", "img", "c"))}
     image_latents = torch.randn(1, 4, 3, 4, 4, generator=g)
-    fps = torch.tensor([24])
     model = CountingModel()
-    den = CFGDenoiser(
-        model,
-        contexts,
-        image_latents,
-        fps,
-        text_scale=text_scale,
-        image_scale=image_scale,
-        guidance_rescale=rescale,
+    options = AnimateOptions(text_scale=text_scale, image_scale=image_scale)
+    den = BatchedGuidance(
+        conditioned_unet(model, image_latents, 24),
+        {b: contexts[b] for b in branches},
+        guidance(options, rescale),
     )
-    x, t = torch.randn(1, 4, 3, 4, 4, generator=g), torch.tensor([500])
+    x, t = torch.randn(1, 4, 3, 4, 4, generator=g), torch.tensor(500)
     out = den(x, t)
-    assert model.batches == [(branches, 8, [24] * branches)]  # ONE call, all branches batched
+    n = len(branches)
+    assert model.batches == [(n, 8, [24] * n)]  # ONE call, all branches batched
 
     def single(name):  # each branch alone, concat stream never dropped
-        return model.denoise(torch.cat([x, image_latents], 1), t, contexts[name], fps)
+        return model.denoise(
+            torch.cat([x, image_latents], 1), t.reshape(1), contexts[name], torch.tensor([24])
+        )
 
-    if branches == 1:
+    if n == 1:
         expected = single("c")
     elif image_scale is None:
         expected = single("u") + text_scale * (single("c") - single("u"))
@@ -284,15 +296,7 @@ def test_cfg_denoiser_one_batched_call_matches_formula(text_scale, image_scale, 
 
 
 def test_schedule_mismatches_flags_wrong_release():
-    from types import SimpleNamespace
-
-    cfg512 = SimpleNamespace(
-        linear_start=0.00085,
-        linear_end=0.012,
-        num_train_timesteps=1000,
-        zero_snr=True,
-        dynamic_rescale_base=0.7,
-    )
+    cfg512 = CONFIGS["512"]
     right = {
         "alphas_cumprod": alphas_cumprod_from_betas(make_betas(zero_snr=True)).double(),
         "scale_arr": dynamic_rescale_arr(0.7),
@@ -305,3 +309,4 @@ def test_schedule_mismatches_flags_wrong_release():
         "scale_arr": dynamic_rescale_arr(0.3),
     }
     assert schedule_mismatches(cfg512, wrong) == ["alphas_cumprod", "scale_arr"]
+    assert schedule_mismatches(CONFIGS["256"], {"scale_arr": dynamic_rescale_arr(0.7)}) == ["scale_arr"]

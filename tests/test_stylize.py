@@ -5,6 +5,7 @@ import pytest
 import torch
 from conftest import textured_frames
 
+from vidforge.sampling.denoisers import eps_from_x0, to_prediction
 from vidforge.stylize import StylizeOptions, StylizePipeline
 from vidforge.stylize.attention_map import (
     AttentionProbsProcessor,
@@ -15,8 +16,7 @@ from vidforge.stylize.attention_map import (
 )
 from vidforge.stylize.clip_guidance import clip_guidance_step, content_loss, decode_to_unit
 from vidforge.stylize.guidance import batch_branches, branch_conditions, four_branch_guidance, split_branches
-from vidforge.stylize.models import make_scheduler
-from vidforge.stylize.pipeline import Parameterization, processing_size
+from vidforge.stylize.pipeline import make_schedule, processing_size
 from vidforge.stylize.temporal import (
     downsample_flow,
     fuse_latent,
@@ -107,9 +107,7 @@ def test_zero_attn_scale_skips_the_attention_branch(pipe, monkeypatch):
     latents = torch.randn(2, 4, 8, 8, generator=g)
     c_i, c_m = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
     text = pipe.encode_prompt("ink wash")
-    scheduler = make_scheduler("ddim", pipe.scheduler_config)
-    scheduler.set_timesteps(4)
-    t = scheduler.timesteps[0]
+    t = make_schedule("ddim", pipe.bundle, 4).timesteps[0]
     off = StylizeOptions(style="ink wash", attn_scale=0.0)
     four = pipe.unet_branches(latents, t, c_i, c_m, *text, "paper", capture=False)
     expected = four_branch_guidance(*four, off.image_scale, off.text_scale, 0.0)
@@ -118,7 +116,7 @@ def test_zero_attn_scale_skips_the_attention_branch(pipe, monkeypatch):
     monkeypatch.setattr(
         pipe.unet, "forward", lambda x, *a, **k: (rows.append(len(x)), unet_forward(x, *a, **k))[1]
     )
-    eps, _ = pipe.predict_noise(scheduler, latents, t, c_i, c_m, text, off, capture=False)
+    eps, _ = pipe.guided_eps(latents, t, c_i, c_m, text, off, capture=False)
     assert rows == [3 * 2]
     torch.testing.assert_close(eps, expected, rtol=1e-4, atol=1e-5)
 
@@ -201,23 +199,24 @@ def test_probs_processor_keeps_layer_output_and_mask_is_binary_latent_shaped(pip
 
 
 def test_clip_step_decreases_content_loss(pipe):
-    from vidforge.core.clip import load_clip
+    from vidforge.models.clip import load_clip
 
     clip = load_clip("tiny")
     frames = torch.from_numpy(textured_frames(2, 32, 32)).permute(0, 3, 1, 2).float() / 255
     target = clip.encode_images(frames)
-    scheduler = make_scheduler("ddim", pipe.scheduler_config)
-    scheduler.set_timesteps(10)
-    param, t = Parameterization(scheduler), scheduler.timesteps[5]
+    step = make_schedule("ddim", pipe.bundle, 10).step(5, "cpu")
     g = torch.Generator().manual_seed(0)
     latents, eps = torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 4, 4, 4, generator=g)
 
+    def x0(z, e):
+        return to_prediction(z, e, step.a, step.b, "epsilon").x0
+
     def predict_x0(z, f):
-        return param.x0(z, eps[f : f + 1], 5, t)
+        return x0(z, eps[f : f + 1])
 
     def loss(z):
         with torch.no_grad():
-            return content_loss(clip, target, decode_to_unit(pipe.vae, param.x0(z, eps, 5, t)))
+            return content_loss(clip, target, decode_to_unit(pipe.vae, x0(z, eps)))
 
     before = loss(latents)
     shifted, reported = clip_guidance_step(latents, predict_x0, pipe.vae, clip, target, scale=0.02)
@@ -232,7 +231,7 @@ def test_clip_step_decreases_content_loss(pipe):
 
 
 def test_zero_clip_guidance_loads_no_clip_model(monkeypatch):
-    import vidforge.core.clip
+    import vidforge.models.clip
 
     calls = []
 
@@ -240,7 +239,7 @@ def test_zero_clip_guidance_loads_no_clip_model(monkeypatch):
         calls.append(args)
         raise AssertionError("CLIP must not be loaded when λ = 0")
 
-    monkeypatch.setattr(vidforge.core.clip, "load_clip", forbidden)
+    monkeypatch.setattr(vidforge.models.clip, "load_clip", forbidden)
     frames = textured_frames(2, 16, 16)
     options = StylizeOptions(**{**TINY, "steps": 1}, clip_guidance=0.0, clip_steps=5)
     pipeline = StylizePipeline.from_options(options)
@@ -313,16 +312,12 @@ def test_fuse_window_steps():
 
 
 @pytest.mark.parametrize("name", ["ddim", "euler", "euler-a"])
-def test_parameterization_round_trips(pipe, name):
-    scheduler = make_scheduler(name, pipe.scheduler_config)
-    scheduler.set_timesteps(4)
-    param = Parameterization(scheduler)
+def test_eps_and_x0_round_trip_on_every_schedule(pipe, name):
+    step = make_schedule(name, pipe.bundle, 4).step(1, "cpu")
     z, eps = torch.randn(1, 4, 3, 3), torch.randn(1, 4, 3, 3)
-    t = scheduler.timesteps[1]
-    x0 = param.x0(z, eps, 1, t)
-    torch.testing.assert_close(param.eps(z, x0, 1, t), eps, rtol=1e-4, atol=1e-4)
-    a, b = param.coefficients(1, t)
-    torch.testing.assert_close(a * x0 + b * eps, z, rtol=1e-4, atol=1e-4)
+    x0 = to_prediction(z, eps, step.a, step.b, "epsilon").x0
+    torch.testing.assert_close(eps_from_x0(z, x0, step), eps, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(step.a * x0 + step.b * eps, z, rtol=1e-4, atol=1e-4)
 
 
 def test_processing_size_rounds_each_side_to_nearest_multiple_of_8():

@@ -8,7 +8,8 @@ import pytest
 from conftest import textured_frames
 
 from vidforge.cli import main
-from vidforge.core.video_io import read_video, write_video
+from vidforge.core.video_io import read_video
+from vidforge.core.writers import write_video
 
 FAST = ["--model", "tiny", "--steps", "2", "--device", "cpu"]
 

@@ -8,7 +8,8 @@ from conftest import textured_frames
 
 import vidforge.core.video_io as video_io
 import vidforge.stylize.pipeline as stylize_pipeline
-from vidforge.core.video_io import read_video, resize_frames, write_video
+from vidforge.core.video_io import read_video, resize_frames
+from vidforge.core.writers import Sink, write_video
 from vidforge.stylize import StylizeOptions, StylizePipeline, run
 from vidforge.stylize.pipeline import processing_size, rechunk
 from vidforge.stylize.temporal import chunk_flows, input_flows
@@ -119,16 +120,16 @@ def test_memory_is_bounded_in_video_length(tmp_path, monkeypatch):
             events.append(("read", len(chunk)))
             yield chunk
 
-    class RecordingWriter(video_io.VideoWriter):
+    class RecordingSink(Sink):
         def write(self, frames):
             events.append(("write", len(frames)))
-            super().write(frames)
+            return super().write(frames)
 
     def whole_video(*args, **kwargs):
         raise AssertionError("stylize decoded the whole video")
 
     monkeypatch.setattr(stylize_pipeline, "iter_frames", recording_iter_frames)
-    monkeypatch.setattr(stylize_pipeline, "VideoWriter", RecordingWriter)
+    monkeypatch.setattr(stylize_pipeline, "Sink", RecordingSink)
     monkeypatch.setattr(video_io, "read_video", whole_video)
 
     def peak_bytes(num_frames):
@@ -136,7 +137,8 @@ def test_memory_is_bounded_in_video_length(tmp_path, monkeypatch):
         events.clear()
         tracemalloc.start()  # numpy registers its buffers: every decoded or resized frame counts
         try:
-            result = run(clip, options, output=tmp_path / f"out{num_frames}.mp4", pipeline=pipe)
+            output = tmp_path / f"out{num_frames}.mp4"
+            result = run(clip, options, output=output, pipeline=pipe, overwrite=True)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

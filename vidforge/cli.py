@@ -7,6 +7,7 @@ No ML happens here. Every command runs inside :func:`handle_errors`, so a user s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -20,7 +21,7 @@ try:  # typer >= 0.20 vendors click
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
-from vidforge import __version__
+from vidforge._version import __version__
 from vidforge.animate.options import AnimateOptions
 from vidforge.errors import OptionError, VidforgeError, first_line
 from vidforge.evaluate.options import METRICS, WEIGHT_FREE_METRICS, EvaluateOptions
@@ -31,7 +32,6 @@ app = typer.Typer(
     name="vidforge",
     help="Video editing with video diffusion models: stylize, animate, extend, evaluate.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -110,19 +110,18 @@ def _report(result, as_json: bool, quiet: bool) -> None:
         typer.echo(summary(result.num_frames, result.seconds, result.output), err=True)
 
 
-def _prepare_output(output: Path | None, default: Path, overwrite: bool) -> Path:
-    from vidforge.core.video_io import check_output_path
-
-    return check_output_path(output or default, overwrite)
-
-
 def _bars(quiet: bool, as_json: bool):
     from vidforge.core.progress import bars
 
     return bars(quiet=quiet or as_json)
 
 
-def _validated(options):
+def _options(cls, params: dict, **converted):
+    """The options object of a command, from its parameters: every parameter named like a field
+    of ``cls`` (paths as strings), then ``converted`` values; validated."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in params.items() if k in names}
+    options = cls(**{**values, **converted})
     options.validate()
     return options
 
@@ -210,18 +209,10 @@ def stylize(
         lo, hi = (float(v) for v in fuse_window.split(":"))
     except ValueError:
         raise OptionError(f"--fuse-window {fuse_window!r}: expected START:END, e.g. 0:0.5") from None
-    options = _validated(
-        StylizeOptions(
-            style=style, model=model, steps=steps, seed=seed, image_scale=image_scale, text_scale=text_scale,
-            attn_scale=attn_scale, text_branch=text_branch, clip_guidance=clip_guidance, clip_steps=clip_steps,
-            clip_model=clip_model, scheduler=scheduler, fuse_window=(lo, hi), fuse_strength=fuse_strength,
-            deflicker=deflicker, batch_frames=batch_frames, max_frames=max_frames, resize=parse_size(resize),
-            vae_tiling=vae_tiling, device=device, dtype=dtype, attention=attention,
-        )
-    )  # fmt: skip
-    output = _prepare_output(output, _default_output(input, "stylized"), overwrite)
+    options = _options(StylizeOptions, locals(), fuse_window=(lo, hi), resize=parse_size(resize))
+    output = output or _default_output(input, "stylized")
     with _bars(quiet, json) as bars:
-        result = api.run(input, options, output=output, bars=bars)
+        result = api.run(input, options, output=output, bars=bars, overwrite=overwrite)
     _report(result, json, quiet)
 
 
@@ -288,17 +279,10 @@ def animate(
     """Turn a still image into a short video (DynamiCrafter)."""
     from vidforge import animate as api
 
-    options = _validated(
-        AnimateOptions(
-            prompt=prompt, model=model, steps=steps, seed=seed, frames=frames, text_scale=text_scale,
-            image_scale=image_scale, guidance_rescale=guidance_rescale, eta=eta, fps=fps, frame_stride=frame_stride,
-            end_image=str(end_image) if end_image else None, loop=loop, height=height, width=width,
-            decode_per_frame=decode_per_frame, vae_fp32=vae_fp32, device=device, dtype=dtype, attention=attention,
-        )
-    )  # fmt: skip
-    output = _prepare_output(output, _default_output(image, "animated"), overwrite)
+    options = _options(AnimateOptions, locals())
+    output = output or _default_output(image, "animated")
     with _bars(quiet, json) as bars:
-        result = api.run(image, options, output=output, bars=bars)
+        result = api.run(image, options, output=output, bars=bars, overwrite=overwrite)
     _report(result, json, quiet)
 
 
@@ -322,7 +306,10 @@ def extend(
     steps: Annotated[int, typer.Option(help="DDIM steps per clip.")] = ExtendOptions.steps,
     seed: Seed = ExtendOptions.seed,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = ExtendOptions.negative_prompt,
-    guidance_scale: Annotated[float, typer.Option(help="CFG scale.")] = ExtendOptions.guidance_scale,
+    text_scale: Annotated[float, typer.Option(help="CFG scale.")] = ExtendOptions.text_scale,
+    guidance_scale: Annotated[
+        float | None, typer.Option(hidden=True, help="Old name of --text-scale.")
+    ] = None,
     eta: Annotated[float, typer.Option(help="DDIM eta.")] = ExtendOptions.eta,
     prompt_frames: Annotated[
         int,
@@ -378,27 +365,12 @@ def extend(
     """Generate a long video clip by clip (Reuse-and-Diffuse)."""
     from vidforge import extend as api
 
-    options = _validated(
-        ExtendOptions(
-            prompt=prompt, frames=frames, model=model, steps=steps, seed=seed, negative_prompt=negative_prompt,
-            guidance_scale=guidance_scale, eta=eta, prompt_frames=prompt_frames, noise_recycle=noise_recycle,
-            staged_guidance=staged_guidance, keep_prompt_frames=keep_prompt_frames, clip_frames=clip_frames,
-            height=height, width=width, fps=fps, init=str(init) if init else None,
-            image=str(image) if image else None, resume=resume, device=device, dtype=dtype, attention=attention,
-        )
-    )  # fmt: skip
-    from vidforge.extend.checkpoint import state_dir_for
-
-    target = output or Path("extended.mp4")
-    if target.exists() and state_dir_for(target).exists() and not (resume or overwrite):
-        raise VidforgeError(
-            f"output {str(target)!r} is an interrupted run (checkpoint in {state_dir_for(target)}): "
-            "continue it with --resume or start over with --overwrite"
-        )
-    output = _prepare_output(target, target, overwrite=overwrite or resume)
+    if guidance_scale is not None:  # the old name of --text-scale
+        text_scale = guidance_scale
+    options = _options(ExtendOptions, locals())
     try:
         with _bars(quiet, json) as bars:
-            result = api.run(options, output=output, bars=bars)
+            result = api.run(options, output=output or Path("extended.mp4"), bars=bars, overwrite=overwrite)
     except KeyboardInterrupt as e:  # the partial video and checkpoint are kept: say where
         if str(e):
             typer.echo(str(e), err=True)
@@ -462,14 +434,8 @@ def evaluate(
     from vidforge import evaluate as api
     from vidforge.core.options import parse_size
 
-    options = _validated(
-        EvaluateOptions(
-            metrics=tuple(metric) if metric else WEIGHT_FREE_METRICS, source=str(source) if source else None,
-            prompt=prompt, flow=flow, max_frames=max_frames, resize=parse_size(resize), clip_model=clip_model,
-            warp_variant=warp_variant, clip_frame_variant=clip_frame_variant, device=device, seed=seed,
-            pic_distance=pic_distance, i3d=str(i3d) if i3d else None, fvd_frames=fvd_frames,
-        )
-    )  # fmt: skip
+    metrics = tuple(metric) if metric else WEIGHT_FREE_METRICS
+    options = _options(EvaluateOptions, locals(), metrics=metrics, resize=parse_size(resize))
     api.check_outputs(csv, plot)
     with _bars(quiet, json) as bars:
         report = api.run([str(v) for v in videos], options, bars=bars)

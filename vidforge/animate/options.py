@@ -7,9 +7,6 @@ from dataclasses import dataclass
 
 from vidforge.core.options import RunOptions, check
 
-# Output fps for frame-stride models (the 256 model): the authors save its videos at 8 fps.
-# fps-conditioned models (512/1024) write at their fps conditioning value.
-FRAME_STRIDE_OUTPUT_FPS = 8
 # VAE decode chunk: as many frames as fit in two 320x512 frames' worth of pixels (2 at 320x512,
 # 1 at 576x1024 like the authors' per-frame decoding, 6 at 256x256); 1 with --decode-per-frame.
 VAE_DECODE_PIXELS = 2 * 320 * 512

@@ -1,17 +1,14 @@
-"""Video and image I/O: the only module (with the writers) that touches media files.
+"""Reading video and images: the only module (with :mod:`vidforge.core.writers`) that touches media.
 
 Frames are ``uint8`` RGB arrays of shape ``(F, H, W, 3)``. Reading uses decord, with PyAV where
-decord is missing or cannot open the file. Writing goes through imageio-ffmpeg (H.264, yuv420p)
-for MP4, Pillow for GIF and PNG sequences, always to a temporary name that is renamed on success.
+decord is missing or cannot open the file; a folder of PNG frames is a video too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,6 @@ from PIL import Image, UnidentifiedImageError
 from vidforge.errors import VidforgeError, first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-VIDEO_SUFFIXES = {".mp4", ".gif", ".png"}  # ".png" as output means a PNG sequence folder
 
 
 @dataclass
@@ -59,7 +55,7 @@ def check_input_file(path: str | os.PathLike, what: str = "input") -> Path:
     return path
 
 
-def _has_audio(path: Path) -> bool:
+def has_audio(path: Path) -> bool:
     try:
         import av
 
@@ -179,12 +175,16 @@ def _is_png_folder(path: Path) -> bool:
     return path.is_dir() and any(path.glob("*.png"))
 
 
-def _check_video_path(path: Path) -> Path:
+def check_video_path(path: str | os.PathLike, what: str = "video") -> Path:
     """The one-line errors every reader gives before decoding: missing, directory, empty, image."""
-    if not _is_png_folder(path):
-        check_input_file(path, "video")
-        if path.suffix.lower() in IMAGE_SUFFIXES - {".gif"}:
-            raise VidforgeError(f"video {str(path)!r} is an image file, not a video")
+    path = Path(path)
+    try:
+        if not _is_png_folder(path):
+            check_input_file(path, "video")
+            if path.suffix.lower() in IMAGE_SUFFIXES - {".gif"}:
+                raise VidforgeError(f"video {str(path)!r} is an image file, not a video")
+    except VidforgeError as e:
+        raise (e if what == "video" else VidforgeError(f"{what}: {e}")) from None
     return path
 
 
@@ -203,7 +203,7 @@ def _decoded_chunks(
     """Yield ``(chunk (f, H, W, 3) uint8, fps)``: decord first, PyAV where decord is missing or fails.
 
     A decoder that fails part way hands over to the next one at the first frame not yet yielded.
-    ``chunk_size=None`` decodes everything in one chunk. Call :func:`_check_video_path` first.
+    ``chunk_size=None`` decodes everything in one chunk. Call :func:`check_video_path` first.
     """
     if _is_png_folder(path):
         source = _PngFolderSource(path)
@@ -254,7 +254,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     (GIF, some streams) PyAV counts by one decoding pass, chunk by chunk (time, not memory).
     Raises the same one-line :class:`VidforgeError` as :func:`read_video`.
     """
-    path = _check_video_path(Path(path))
+    path = check_video_path(path)
     source, first = _open_source(path)
     if first is None:  # PNG folder
         first = read_image(source.files[0])
@@ -262,8 +262,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         num_frames = source.num_frames
     except Exception as e:  # the PyAV counting pass hit a damaged packet
         raise _decode_error(path, [_first_line(e)]) from e
-    has_audio = not path.is_dir() and _has_audio(path)
-    return VideoInfo(num_frames, source.fps, (int(first.shape[1]), int(first.shape[0])), path, has_audio)
+    audio = not path.is_dir() and has_audio(path)
+    return VideoInfo(num_frames, source.fps, (int(first.shape[1]), int(first.shape[0])), path, audio)
 
 
 def iter_frames(
@@ -281,7 +281,7 @@ def iter_frames(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    path = _check_video_path(Path(path))
+    path = check_video_path(path)
     chunks = (chunk for chunk, _ in _decoded_chunks(path, chunk_size, max_frames))
     return (chunk if resize is None else resize_frames(chunk, resize) for chunk in chunks)
 
@@ -297,14 +297,61 @@ def read_video(
     ``resize`` is ``(width, height)``. Raises :class:`VidforgeError` naming the file when it cannot
     be decoded (corrupt, truncated, not a video).
     """
-    path = _check_video_path(Path(path))
+    path = check_video_path(path)
     chunks = list(_decoded_chunks(path, None, max_frames))
     frames = chunks[0][0] if len(chunks) == 1 else np.concatenate([chunk for chunk, _ in chunks])
     fps = chunks[-1][1]
-    video = Video(frames, fps, path, has_audio=not _is_png_folder(path) and _has_audio(path))
+    video = Video(frames, fps, path, has_audio=not _is_png_folder(path) and has_audio(path))
     if resize is not None:
         video.frames = resize_frames(video.frames, resize)
     return video
+
+
+VideoInput = str | os.PathLike | np.ndarray | Video  # what every command accepts as a video
+ImageInput = str | os.PathLike | np.ndarray  # ... and as an image
+DEFAULT_FPS = 25.0  # frames given as an array carry no fps
+
+
+def load_video(
+    video: VideoInput,
+    max_frames: int | None = None,
+    resize: tuple[int, int] | None = None,
+    what: str = "video",
+) -> Video:
+    """A path (video file or PNG folder), ``(F, H, W, 3)`` uint8 frames or a :class:`Video`, as a
+    :class:`Video` (first ``max_frames``, resized to ``resize = (width, height)``). Errors name ``what``."""
+    if isinstance(video, Video | np.ndarray):
+        if isinstance(video, np.ndarray):
+            video = Video(check_frames(video, what), DEFAULT_FPS)
+        frames = video.frames[:max_frames]
+        if resize is not None:
+            frames = resize_frames(frames, resize)
+        return Video(frames, video.fps, video.path, video.has_audio)
+    try:
+        return read_video(video, max_frames, resize)
+    except VidforgeError as e:
+        raise (e if what == "video" else VidforgeError(f"{what}: {e}")) from e
+
+
+def load_image(image: ImageInput, what: str = "image") -> np.ndarray:
+    """A path or an ``(H, W, 3)`` uint8 array -> ``(H, W, 3)`` uint8, with one-line errors naming ``what``."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise VidforgeError(f"{what}: expected an (H, W, 3) uint8 array, got {image.dtype} {image.shape}")
+        return image
+    try:
+        return read_image(image)
+    except VidforgeError as e:
+        raise (e if what == "image" else VidforgeError(f"{what}: {e}")) from e
+
+
+def check_frames(frames: np.ndarray, what: str = "video") -> np.ndarray:
+    """``frames`` must be ``(F, H, W, 3)`` uint8 with at least one frame."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise VidforgeError(
+            f"{what}: expected an (F, H, W, 3) uint8 array, got {frames.dtype} {frames.shape}"
+        )
+    return frames
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -339,173 +386,3 @@ def resize_cover(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     resized = resize_frames(frames, (new_w, new_h))
     top, left = (new_h - height) // 2, (new_w - width) // 2
     return np.ascontiguousarray(resized[:, top : top + height, left : left + width])
-
-
-# ----------------------------------------------------------------------------------------- writing
-
-
-def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse to clobber an existing output, and refuse formats we cannot write."""
-    path = Path(path)
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise VidforgeError(
-            f"output {str(path)!r}: unknown format {path.suffix or '(none)'!r} (use .mp4, .gif or .png for a PNG sequence)"
-        )
-    if path.exists() and not overwrite:
-        raise VidforgeError(f"output {str(path)!r} already exists (pass --overwrite to replace it)")
-    if not path.parent.exists():
-        raise VidforgeError(f"output folder {str(path.parent)!r} does not exist")
-    return path
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
-    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds.
-
-    A crash, an exception or Ctrl-C inside the block removes the temporary file or folder, so a
-    half-written output never appears under the final name.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    tmp.unlink()
-    try:
-        yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
-
-
-class VideoWriter:
-    """Stream frames to MP4, GIF or a PNG sequence (chosen by the suffix), atomically.
-
-    ``write()`` takes ``(F, H, W, 3)`` uint8 chunks so long videos never sit in memory whole.
-    ``close()`` renames the finished file onto ``path``; ``abort()`` (or an exception inside a
-    ``with`` block) deletes it. ``audio_from`` copies that file's audio track into an MP4.
-    """
-
-    def __init__(self, path: str | os.PathLike, fps: float, audio_from: str | os.PathLike | None = None):
-        self.path = Path(path)
-        self.fps = float(fps)
-        self.audio_from = (
-            Path(audio_from) if audio_from is not None and _has_audio(Path(audio_from)) else None
-        )
-        self.kind = {".mp4": "mp4", ".gif": "gif", ".png": "png"}[self.path.suffix.lower()]
-        self.num_frames = 0
-        self._atomic = atomic_path(self.path)
-        self._tmp = self._atomic.__enter__()
-        self._ffmpeg = None
-        self._gif_frames: list[Image.Image] = []
-        self._size: tuple[int, int] | None = None
-        if self.kind == "png":
-            self._tmp.mkdir()
-
-    def write(self, frames: np.ndarray) -> None:
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"expected (F, H, W, 3) uint8 frames, got {frames.dtype} {frames.shape}")
-        if self._size is None:
-            self._size = (frames.shape[2], frames.shape[1])
-        for frame in frames:
-            self._write_frame(frame)
-            self.num_frames += 1
-
-    def _write_frame(self, frame: np.ndarray) -> None:
-        if self.kind == "png":
-            Image.fromarray(frame).save(self._tmp / f"{self.num_frames:05d}.png")
-        elif self.kind == "gif":
-            self._gif_frames.append(Image.fromarray(frame))
-        else:
-            if self._ffmpeg is None:
-                self._ffmpeg = self._open_ffmpeg(frame.shape[1], frame.shape[0])
-            self._ffmpeg.send(_pad_even(frame))
-
-    def _open_ffmpeg(self, width: int, height: int):
-        import imageio_ffmpeg
-
-        # H.264 + yuv420p needs even sizes: pad by one pixel (edge) instead of resampling.
-        size = (width + width % 2, height + height % 2)
-        output_params = ["-movflags", "+faststart"]
-        if self.audio_from is not None:
-            output_params += ["-map", "0:v:0", "-map", "1:a:0?", "-shortest"]
-        writer = imageio_ffmpeg.write_frames(
-            str(self._tmp),
-            size,
-            fps=self.fps,
-            codec="libx264",
-            pix_fmt_out="yuv420p",
-            quality=None,
-            output_params=output_params + ["-crf", "18", "-f", "mp4"],
-            macro_block_size=1,
-            audio_path=str(self.audio_from) if self.audio_from else None,
-            audio_codec="aac" if self.audio_from else None,
-        )
-        writer.send(None)
-        return writer
-
-    def close(self) -> Path:
-        """Finish the file and rename it onto ``path``; if finishing fails, nothing is left behind."""
-        if self.num_frames == 0:
-            self.abort()
-            raise VidforgeError(f"no frames to write to {str(self.path)!r}")
-        try:
-            if self.kind == "mp4":
-                self._ffmpeg.close()
-            elif self.kind == "gif":
-                self._gif_frames[0].save(
-                    self._tmp,
-                    save_all=True,
-                    append_images=self._gif_frames[1:],
-                    duration=max(1, round(1000 / self.fps)),
-                    loop=0,
-                )
-            else:
-                (self._tmp / "fps.txt").write_text(f"{self.fps}\n")
-        except BaseException:
-            self.abort()
-            raise
-        self._atomic.__exit__(None, None, None)
-        return self.path
-
-    def abort(self) -> None:
-        if self._ffmpeg is not None:
-            with contextlib.suppress(Exception):
-                self._ffmpeg.close()
-        with contextlib.suppress(Exception):
-            self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def _pad_even(frame: np.ndarray) -> np.ndarray:
-    pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
-    if pad_h or pad_w:
-        frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    return np.ascontiguousarray(frame)
-
-
-def write_video(
-    path: str | os.PathLike,
-    frames: np.ndarray,
-    fps: float,
-    audio_from: str | os.PathLike | None = None,
-) -> Path:
-    """Write all ``frames`` at once (see :class:`VideoWriter`)."""
-    with VideoWriter(path, fps, audio_from=audio_from) as writer:
-        writer.write(frames)
-    return Path(path)

@@ -183,7 +183,7 @@ class _Unpaired:
 
 
 def _load_clip(spec: str, device: torch.device):
-    from vidforge.core.clip import load_clip
+    from vidforge.models.clip import load_clip
 
     return load_clip(spec, device)
 

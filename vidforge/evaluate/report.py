@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidforge.errors import VidforgeError
+
 
 @dataclass
 class MetricResult:
@@ -157,7 +159,7 @@ def print_table(report: Report) -> None:
 
 def write_csv(report: Report, path: str | Path) -> Path:
     """One row per video (plus ``mean`` and set metrics), one column per metric, then variants."""
-    from vidforge.core.video_io import atomic_path
+    from vidforge.core.writers import atomic_path
 
     names, rows = _rows(report)
     path = Path(path)
@@ -208,7 +210,7 @@ def write_plot(report: Report, path: str | Path) -> Path:
     if len(report.videos) > 1 and names:
         axes[0, 0].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    from vidforge.core.video_io import atomic_path
+    from vidforge.core.writers import atomic_path
 
     path = Path(path)
     try:
@@ -217,3 +219,39 @@ def write_plot(report: Report, path: str | Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def check_outputs(csv: str | Path | None = None, plot: str | Path | None = None) -> None:
+    """Fail before any work when the report files cannot be written."""
+    for path, suffix, flag in ((csv, ".csv", "--csv"), (plot, ".png", "--plot")):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.suffix.lower() != suffix:
+            raise VidforgeError(f"{flag} {str(path)!r}: the file name must end in {suffix}")
+        if not path.parent.exists():
+            raise VidforgeError(f"{flag} {str(path)!r}: folder {str(path.parent)!r} does not exist")
+
+
+def write_report(
+    report: Report,
+    as_json: bool = False,
+    csv: str | Path | None = None,
+    plot: str | Path | None = None,
+    quiet: bool = False,
+) -> None:
+    """Show the report: JSON on stdout (and nothing else there) or a table on stderr; optional CSV and
+    per-frame plot; every failed metric as one ``error:`` line on stderr."""
+    from vidforge.core.progress import stderr
+
+    check_outputs(csv, plot)
+    if csv is not None:
+        write_csv(report, csv)
+    if plot is not None:
+        write_plot(report, plot)
+    if as_json:
+        print(report.to_json(), flush=True)
+    elif not quiet:
+        print_table(report)
+    for line in report.errors:
+        stderr.print(f"error: {line}", highlight=False, markup=False, soft_wrap=True)

@@ -4,29 +4,31 @@ Public API: :func:`run` (the command), the model-agnostic sampler
 :func:`sample_reuse_and_diffuse` and the three strategies as pure functions.
 """
 
+from vidforge._lazy import lazy_getattr
 from vidforge.extend.options import ExtendOptions
-from vidforge.extend.pipeline import ClipPlan, run
-from vidforge.extend.reuse import (
-    frame_noise_reversion,
-    past_dependent_noise_sampling,
-    staged_guidance_schedule,
-    staged_guidance_steps,
-)
-from vidforge.extend.sampler import (
-    ReuseState,
-    classifier_free_guidance,
-    ddim_inversion,
-    sample_clip,
-    sample_reuse_and_diffuse,
+
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "ClipPlan": "vidforge.extend.pipeline",
+        "run": "vidforge.extend.pipeline",
+        "ReuseState": "vidforge.extend.sampler",
+        "invert_clip": "vidforge.extend.sampler",
+        "sample_clip": "vidforge.extend.sampler",
+        "sample_reuse_and_diffuse": "vidforge.extend.sampler",
+        "frame_noise_reversion": "vidforge.extend.reuse",
+        "past_dependent_noise_sampling": "vidforge.extend.reuse",
+        "staged_guidance_schedule": "vidforge.extend.reuse",
+        "staged_guidance_steps": "vidforge.extend.reuse",
+    },
 )
 
 __all__ = [
     "ClipPlan",
     "ExtendOptions",
     "ReuseState",
-    "classifier_free_guidance",
-    "ddim_inversion",
     "frame_noise_reversion",
+    "invert_clip",
     "past_dependent_noise_sampling",
     "run",
     "sample_clip",

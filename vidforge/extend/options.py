@@ -14,7 +14,7 @@ class ExtendOptions(RunOptions):
     frames: int = 128  # total output frames (with --init: including the init video's frames)
     steps: int = 50  # S: DDIM steps per clip
     eta: float = 0.0  # DDIM eta (0: deterministic)
-    guidance_scale: float = 10.0  # classifier-free guidance
+    text_scale: float = 10.0  # classifier-free guidance scale (CLI alias: --guidance-scale)
     # Reuse-and-Diffuse (Gu et al. 2023)
     prompt_frames: int = 4  # M: last frames of clip k-1 reused (mirrored) by clip k
     noise_recycle: float = 4.0  # α: Past-dependent Noise Sampling strength
@@ -39,7 +39,7 @@ class ExtendOptions(RunOptions):
             f"--staged-guidance must be in [0, 1] (got {self.staged_guidance})",
         )
         check(0 <= self.eta <= 1, f"--eta must be in [0, 1] (got {self.eta})")
-        check(self.guidance_scale >= 0, f"--guidance-scale must be >= 0 (got {self.guidance_scale})")
+        check(self.text_scale >= 0, f"--text-scale must be >= 0 (got {self.text_scale})")
         check(self.fps is None or self.fps > 0, "--fps must be positive")
         check(self.clip_frames is None or self.clip_frames >= 1, "--clip-frames must be at least 1")
         if self.clip_frames is not None:

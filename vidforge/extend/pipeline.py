@@ -1,13 +1,16 @@
-"""``vidforge extend``: a long video from a short-clip text-to-video model, clip by clip
-(Reuse and Diffuse, Gu et al. 2023; SPEC section 3).
+"""``vidforge extend``: a long video from a short-clip video model, clip by clip (Reuse and Diffuse,
+Gu et al. 2023; SPEC section 3).
 
 Only one clip's latents and the small :class:`~vidforge.extend.sampler.ReuseState` live in memory;
-each clip's new frames are decoded and streamed to the writer (and to the checkpoint) at once.
+each clip's new frames are decoded and streamed to the output (and to the checkpoint) at once.
+The model is a text-to-video UNet, or with ``--image`` DynamiCrafter's image-conditioned UNet
+(``animate``'s model, with its own schedule, image latent on every frame and fps conditioning).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,27 +18,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidforge.core.attention import apply_attention_backend, select_backend
-from vidforge.core.device import make_generator, select_device, select_dtype
-from vidforge.core.models import resolve_model
 from vidforge.core.options import Result, check
 from vidforge.core.progress import Bars, Timer
-from vidforge.core.text import encode_prompts
 from vidforge.core.vae import decode_latents, encode_frames, to_tensor, to_uint8
-from vidforge.core.video_io import VideoWriter, check_input_file, read_image, read_video, resize_frames
+from vidforge.core.video_io import (
+    ImageInput,
+    VideoInput,
+    check_video_path,
+    load_image,
+    load_video,
+    resize_frames,
+)
+from vidforge.core.writers import Sink
 from vidforge.errors import OptionError, VidforgeError
 from vidforge.extend.checkpoint import Checkpoint, state_dir_for
-from vidforge.extend.dynamicrafter import check_image_model, encode_image_conditions, fps_conditioning
-from vidforge.extend.models import ExtendModel, load_image_model, load_model
 from vidforge.extend.options import ExtendOptions, check_prompt_frames
-from vidforge.extend.sampler import (
-    ReuseState,
-    classifier_free_guidance,
-    ddim_inversion,
-    sample_reuse_and_diffuse,
-)
+from vidforge.extend.sampler import ReuseState, invert_clip, sample_reuse_and_diffuse
+from vidforge.models.bundle import ModelBundle
+from vidforge.sampling.denoisers import Denoiser
+from vidforge.sampling.schedules import DDIMSchedule, ddim_schedule
 
 DECODE_CHUNK = 8
+DEFAULT_FPS = 8.0  # text-to-video output without --fps or --init
 
 
 @dataclass(frozen=True)
@@ -68,217 +72,214 @@ class ClipPlan:
         return math.ceil(self.target / (n - m))
 
 
-def run(
-    options: ExtendOptions,
-    output: str | Path | None = None,
-    bars: Bars | None = None,
-    callback: Callable[[int, int], None] | None = None,
-    model: ExtendModel | None = None,
-) -> Result:
-    """Generate ``options.frames`` frames clip by clip and stream them to ``output``.
+@dataclass
+class Conditions:
+    """The guided denoiser of the run and the unguided one DDIM inversion uses."""
 
-    Without ``output`` the frames are returned in ``Result.frames`` (then they are held in memory).
-    ``callback(k, frames_written)`` runs after clip ``k`` is written and checkpointed. ``model``: an
-    already loaded :class:`ExtendModel` (``options.model`` then only names it in checkpoints).
-    """
-    return _run(options, output, bars, callback, model)
+    denoiser: Denoiser
+    inversion: Denoiser
+    fps_cond: int | None = None  # DynamiCrafter's fps conditioning
 
 
 @torch.no_grad()
-def _run(options, output, bars, callback, model) -> Result:
+def run(
+    options: ExtendOptions,
+    output: str | os.PathLike | None = None,
+    bars: Bars | None = None,
+    callback: Callable[[int, int], None] | None = None,
+    model: ModelBundle | None = None,
+    *,
+    init: VideoInput | None = None,
+    image: ImageInput | None = None,
+    overwrite: bool = False,
+) -> Result:
+    """Generate ``options.frames`` frames clip by clip and stream them to ``output``.
+
+    ``init`` / ``image`` (a path, or frames / an image array) default to ``options.init`` /
+    ``options.image``. Without ``output`` the frames are returned in ``Result.frames``. An existing
+    ``output`` is refused unless ``overwrite`` or ``options.resume``. ``callback(k, frames_written)``
+    runs after clip ``k`` is written and checkpointed. ``model``: an already loaded bundle.
+    """
     timer = Timer()
     bars = bars or Bars(disable=True)
-    # 0. Check inputs
+    # 0. Check inputs (no model is loaded for a bad option, file or output)
     options.validate()
-    source = resolve_source(options) if model is None else None
-    image = read_conditioning_image(options.image) if options.image is not None else None
+    image = image if image is not None else options.image
+    if image is not None and model is None:
+        check_image_preset(options.model)
+    image = load_image(image, "--image") if image is not None else None
+    init = init if init is not None else options.init
+    if isinstance(init, str | os.PathLike):
+        check_video_path(init, "--init")
+    output = check_output(options, output, overwrite)
+    checkpoint = Checkpoint.load(state_dir_for(output), options) if options.resume else None
+
+    # 1. Load the model
+    bundle = model or load_extend_model(options, image is not None)
+    backend = check_model_for_input(bundle, options, image is not None)
+
+    # 2. Clip geometry: N, M, frame size, the init video
+    n = options.clip_frames or bundle.frames
+    check_prompt_frames(options.prompt_frames, n)
+    height, width = prepare_size(options, bundle)
+    init_frames, fps = prepare_init(init, options, width, height, default_fps(bundle))
+    plan = ClipPlan(
+        n, options.prompt_frames, options.frames - (len(init_frames) if init_frames is not None else 0),
+        options.keep_prompt_frames, first_from_noise=init_frames is None,
+    )  # fmt: skip
+
+    # 3. Conditions: prompt and negative prompt (and with --image the image's tokens and latent)
+    conditions = prepare_conditions(bundle, options, image, height, width)
+
+    # 4. Timesteps (DDIM) and the latent shape of one clip
+    schedule = ddim_schedule(bundle.noise_schedule, options.steps)
+    s = bundle.vae_scale_factor
+    shape = (1, bundle.latent_channels, n, height // s, width // s)
+
+    # 5. Starting state: resumed checkpoint, DDIM inversion of --init, or nothing (clip 0 from noise)
+    generator, state, checkpoint = starting_state(
+        bundle, conditions, schedule, options, init_frames, n, output, checkpoint, bars
+    )
+
+    # 6. Generate clip by clip; decode each clip's new frames and stream them out
+    with ExtendSink(output, fps, checkpoint) as sink:
+        sink.replay(init_frames, options.frames)
+        clips = sample_reuse_and_diffuse(
+            conditions.denoiser, schedule, shape, num_clips=plan.num_clips,
+            prompt_frames=options.prompt_frames, noise_recycle=options.noise_recycle,
+            staged_guidance=options.staged_guidance, eta=options.eta, generator=generator, state=state,
+            device=bundle.device, dtype=bundle.dtype,
+            progress=lambda steps, k: bars.track(steps, f"clip {k + 1}/{plan.num_clips}", total=len(steps)),
+        )  # fmt: skip
+        total = max(0, plan.num_clips - state.clip_index)
+        for k, z0, next_state in bars.track(clips, "clips", total=total):
+            state = next_state
+            latents = z0[0, :, plan.new_frames(k)].permute(1, 0, 2, 3)  # (F, C, h, w)
+            latents = latents[: options.frames - sink.num_frames]
+            frames = to_uint8(decode_latents(bundle.vae, latents, DECODE_CHUNK, vae_dtype(bundle)))
+            sink.add_clip(frames, state, generator)
+            if callback is not None:
+                callback(k, sink.num_frames)
+
+    # 7. Finished: the checkpoint is gone, the video is in place
+    return Result(
+        output=output,
+        num_frames=sink.num_frames,
+        fps=fps,
+        seconds=timer.seconds,
+        frames=sink.frames,
+        info=run_info(bundle, options, plan, state, (width, height), backend, conditions.fps_cond),
+    )
+
+
+# -------------------------------------------------------------------------------------------- steps
+
+
+def check_output(options: ExtendOptions, output, overwrite: bool) -> Path | None:
+    """The output path, checked: ``--resume`` needs one; an existing output is refused unless
+    ``--overwrite``, and one left by an interrupted run names ``--resume``."""
+    from vidforge.core.writers import check_output_path
+
     check(
         not options.resume or output is not None, "--resume needs --output (the checkpoint lives beside it)"
     )
-    if options.init is not None:
-        check_input_file(options.init, "--init video")
-    output = Path(output) if output is not None else None
-    state_dir = state_dir_for(output) if output is not None else None
-    checkpoint = Checkpoint.load(state_dir, options) if options.resume else None
+    if output is None:
+        return None
+    output = Path(output)
+    if output.exists() and state_dir_for(output).exists() and not (options.resume or overwrite):
+        raise VidforgeError(
+            f"output {str(output)!r} is an interrupted run (checkpoint in {state_dir_for(output)}): "
+            "continue it with --resume or start over with --overwrite"
+        )
+    return check_output_path(output, overwrite=overwrite or options.resume)
 
-    # 1. Load the model
-    if model is None:
-        device = select_device(options.device)
-        dtype = select_dtype(device, options.dtype)
-        model = (load_image_model if image is not None else load_model)(source, device, dtype)
-    else:
-        device, dtype = model.device, model.dtype
-    if image is not None and not model.supports_image:
+
+def load_extend_model(options: ExtendOptions, with_image: bool) -> ModelBundle:
+    """A text-to-video model, or with ``--image`` an animate model (DynamiCrafter:
+    ``dynamicrafter-256/512/1024``, ``tiny``, a checkpoint path or hub id), refused before any
+    weights load when it cannot take the input."""
+    from vidforge.core.device import select_device, select_dtype
+    from vidforge.models import load_model, resolve_model
+
+    task = "animate" if with_image else "extend"
+    source = resolve_model(options.model, task)
+    device = select_device(options.device)
+    return load_model(source, task, device, select_dtype(device, options.dtype))
+
+
+def check_image_preset(name: str | None) -> None:
+    """``--image`` needs a single-image DynamiCrafter model: not a text-to-video or interp preset."""
+    from vidforge.models import PRESETS
+
+    preset = PRESETS.get(name)
+    if preset is not None and preset.task == "extend":
         raise OptionError(
-            f"--image is not supported by --model {model.name} (text-to-video UNet); "
+            f"--image is not supported by --model {name} (a text-to-video UNet); "
+            "use --model dynamicrafter-256, dynamicrafter-512, dynamicrafter-1024 or tiny"
+        )
+    if preset is not None and preset.release == "512-interp":
+        raise OptionError(
+            f"--image: --model {name} is an interpolation model (first + last frame); "
+            "use --model dynamicrafter-256, dynamicrafter-512 or dynamicrafter-1024"
+        )
+
+
+def check_model_for_input(bundle: ModelBundle, options: ExtendOptions, with_image: bool) -> str:
+    """An image model needs ``--image``, a text-to-video model cannot take it. Puts the attention
+    backend on the UNet (returned) and, for DynamiCrafter, the VAE in fp32 (fp16 VAE decodes give NaNs)."""
+    from vidforge.core.attention import apply_attention_backend, select_backend
+    from vidforge.core.vae import vae_to_fp32
+
+    is_image_model = bundle.family == "dynamicrafter"
+    if with_image and not is_image_model:
+        raise OptionError(
+            f"--image is not supported by --model {bundle.name} (text-to-video UNet); "
             "it needs an image-conditioned (animate) video UNet"
         )
-    check(
-        image is not None or not model.supports_image, f"--model {model.name} animates an image: pass --image"
-    )
-    backend = apply_attention_backend(model.denoiser.unet, select_backend(options.attention, device))
-
-    # 2. Clip geometry: N, M, frame size, the init video
-    n = options.clip_frames or model.clip_frames
-    m = options.prompt_frames
-    check_prompt_frames(m, n)
-    height, width = prepare_size(options, model)
-    init_frames, fps = prepare_init(options, width, height, model.default_fps)
-    plan = ClipPlan(
-        clip_frames=n,
-        prompt_frames=m,
-        target=options.frames - (len(init_frames) if init_frames is not None else 0),
-        keep_prompt_frames=options.keep_prompt_frames,
-        first_from_noise=init_frames is None,
-    )
-
-    # 3. Encode the prompt and the negative prompt (image models: + the image's CLIP tokens for the
-    #    positive branch, a zero image's for the negative one, and the image latent for every frame)
-    base = model.denoiser
-    if image is None:
-        cond = encode_prompts(
-            model.tokenizer, model.text_encoder, [options.prompt, options.negative_prompt], device, dtype
+    check(not is_image_model or with_image, f"--model {bundle.name} animates an image: pass --image")
+    if is_image_model and bundle.config.interp:
+        raise OptionError(
+            f"--image: --model {bundle.name} is an interpolation model (first + last frame); "
+            "use --model dynamicrafter-256, dynamicrafter-512 or dynamicrafter-1024"
         )
-        positive, negative = cond[:1], cond[1:]
-    else:
-        positive, negative, image_latents = encode_image_conditions(
-            base.model, image, options.prompt, options.negative_prompt, height, width, options.seed
-        )
-        base = base.with_image(image_latents, fps_conditioning(base.model.config, options.fps))
-    denoiser = classifier_free_guidance(base, options.guidance_scale, model.guidance_rescale)
-
-    # 4. Timesteps (DDIM)
-    model.scheduler.set_timesteps(options.steps, device=device)
-    timesteps = model.scheduler.timesteps
-    shape = (1, model.latent_channels, n, height // model.vae_scale, width // model.vae_scale)
-
-    # 5. Starting state: resumed checkpoint, DDIM inversion of --init, or nothing (clip 0 from noise)
-    generator = make_generator(options.seed, "cpu")
-    if checkpoint is not None:
-        state, rng_state = checkpoint.state(device, dtype)
-        if rng_state is not None:
-            generator.set_state(rng_state)
-    else:
-        state = ReuseState()
-        if init_frames is not None:
-            state = invert_init(model, base, init_frames, n, positive, timesteps, options, bars)
-        if output is not None:
-            checkpoint = Checkpoint(state_dir)
-            checkpoint.start(options)
-            if init_frames is not None:
-                checkpoint.add_frames(init_frames)
-                checkpoint.commit(state, generator)
-
-    # 6. Generate clip by clip; decode each clip's new frames and stream them out
-    collected: list[np.ndarray] = []
-    writer = VideoWriter(output, fps) if output is not None else None
-    written = 0
-    try:
-        for chunk in _committed_frames(checkpoint, init_frames, options.frames):
-            written += _emit(chunk, writer, collected)
-        clips = sample_reuse_and_diffuse(
-            denoiser,
-            model.scheduler,
-            timesteps,
-            shape,
-            (positive, negative),
-            num_clips=plan.num_clips,
-            prompt_frames=m,
-            noise_recycle=options.noise_recycle,
-            staged_guidance=options.staged_guidance,
-            eta=options.eta,
-            generator=generator,
-            state=state,
-            device=device,
-            dtype=dtype,
-            progress=lambda steps, k: bars.track(steps, f"clip {k + 1}/{plan.num_clips}", total=len(steps)),
-        )
-        for k, z0, next_state in bars.track(clips, "clips", total=max(0, plan.num_clips - state.clip_index)):
-            state = next_state
-            latents = z0[0, :, plan.new_frames(k)].permute(1, 0, 2, 3)  # (F, C, h, w)
-            latents = latents[: options.frames - written]
-            frames = to_uint8(decode_latents(model.vae, latents, DECODE_CHUNK, model.vae_dtype))
-            written += _emit(frames, writer, collected)
-            if checkpoint is not None:
-                checkpoint.add_frames(frames)
-                checkpoint.commit(state, generator)
-            if callback is not None:
-                callback(k, written)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(_finish_partial(writer, checkpoint, output, fps)) from None
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-
-    # 7. Finish: close the video, drop the checkpoint
-    if writer is not None:
-        writer.close()
-    if checkpoint is not None:
-        checkpoint.remove()
-    return Result(
-        output=output,
-        num_frames=written,
-        fps=fps,
-        seconds=timer.seconds,
-        frames=np.concatenate(collected) if collected else None,
-        info={
-            "command": "extend",
-            "model": model.name,
-            "seed": options.seed,
-            "clip_frames": n,
-            "prompt_frames": m,
-            "noise_recycle": options.noise_recycle,
-            "staged_guidance": options.staged_guidance,
-            "clips": plan.num_clips,
-            "steps": options.steps,
-            "size": [width, height],
-            "attention": backend,
-            "state_bytes": state.nbytes,
-            "init": options.init,
-            "image": options.image,
-            **({"cond_fps": base.fps} if image is not None else {}),
-            "resumed": bool(options.resume),
-        },
-    )
+    if is_image_model and bundle.vae.dtype != torch.float32:
+        vae_to_fp32(bundle.vae)
+    return apply_attention_backend(bundle.unet, select_backend(options.attention, bundle.device))
 
 
-def resolve_source(options: ExtendOptions):
-    """``--model`` for ``extend``: a text-to-video model, or with ``--image`` an animate model
-    (DynamiCrafter: ``dynamicrafter-256/512/1024``, ``tiny``, a checkpoint path or hub id)."""
-    if options.image is None:
-        return resolve_model(options.model, "extend")
-    check_image_model(options.model)
-    return resolve_model(options.model, "animate")
-
-
-def read_conditioning_image(path: str) -> np.ndarray:
-    """``--image`` as ``(H, W, 3)`` uint8, with one-line errors naming the option."""
-    try:
-        return read_image(path)
-    except VidforgeError as e:
-        raise VidforgeError(f"--image: {e}") from e
-
-
-def prepare_size(options: ExtendOptions, model: ExtendModel) -> tuple[int, int]:
+def prepare_size(options: ExtendOptions, bundle: ModelBundle) -> tuple[int, int]:
     """``(height, width)``: the options' or the model's native size, checked against the model."""
-    height = options.height or model.height
-    width = options.width or model.width
-    multiple = model.size_multiple
+    height = options.height or bundle.height
+    width = options.width or bundle.width
+    multiple = bundle.vae_scale_factor * bundle.unet_downsample
     check(
         height % multiple == 0 and width % multiple == 0,
-        f"--height/--width {height}x{width}: must be multiples of {multiple} for --model {model.name}",
+        f"--height/--width {height}x{width}: must be multiples of {multiple} for --model {bundle.name}",
     )
     return height, width
 
 
+def default_fps(bundle: ModelBundle) -> float:
+    """Output fps without ``--fps`` or ``--init``: DynamiCrafter's default conditioning, else 8."""
+    from vidforge.models.dynamicrafter.conditioning import output_fps
+
+    if bundle.config is None:
+        return DEFAULT_FPS
+    return float(output_fps(bundle.config, bundle.config.default_fps))
+
+
+def vae_dtype(bundle: ModelBundle) -> torch.dtype | None:
+    """DynamiCrafter decodes in fp32 (fp16 VAE decodes give NaNs); others in the VAE's own dtype."""
+    return torch.float32 if bundle.family == "dynamicrafter" else None
+
+
 def prepare_init(
-    options: ExtendOptions, width: int, height: int, default_fps: float
+    init: VideoInput | None, options: ExtendOptions, width: int, height: int, fps: float
 ) -> tuple[np.ndarray | None, float]:
-    """Read ``--init`` resized to the model's frame size; returns ``(frames or None, fps)``."""
-    if options.init is None:
-        return None, options.fps or default_fps
-    video = read_video(options.init)
+    """The ``--init`` video resized to the model's frame size; returns ``(frames or None, fps)``."""
+    if init is None:
+        return None, options.fps or fps
+    video = load_video(init, what="--init")
     frames = resize_frames(video.frames, (width, height))
     check(
         len(frames) < options.frames,
@@ -288,70 +289,171 @@ def prepare_init(
     return frames, options.fps or video.fps
 
 
+def prepare_conditions(
+    bundle: ModelBundle, options: ExtendOptions, image: np.ndarray | None, height: int, width: int
+) -> Conditions:
+    """The CFG denoiser (positive and negative branch in one batched call; CFG off for a scale of
+    1) and the unguided positive denoiser for DDIM inversion.
+
+    Text-to-video: the prompt and negative prompt embeddings. ``--image`` (DynamiCrafter):
+    ``cat(text, image tokens)`` contexts, the image's for the prompt and a zero image's for the
+    negative prompt, and the image latent concatenated on every frame (never dropped)."""
+    from vidforge.sampling.guidance import BatchedGuidance, cfg_combine
+
+    fps_cond = None
+    if image is None:
+        from vidforge.models.text_to_video import unet_model
+
+        text = bundle.encode_prompts([options.prompt, options.negative_prompt])
+        positive, negative = text[:1], text[1:]
+        model = unet_model(bundle.unet)
+    else:
+        positive, negative, model, fps_cond = image_conditions(bundle, options, image, height, width)
+    conds = (
+        {"positive": positive} if options.text_scale == 1 else {"negative": negative, "positive": positive}
+    )
+    rescale = bundle.config.guidance_rescale if bundle.config is not None else 0.0
+    guided = BatchedGuidance(model, conds, cfg_combine(options.text_scale, rescale, "negative", "positive"))
+    prediction = bundle.noise_schedule.prediction_type
+    inversion = Denoiser(lambda x, t: model(x, t, positive), prediction)
+    return Conditions(Denoiser(guided, prediction), inversion, fps_cond)
+
+
+def image_conditions(bundle: ModelBundle, options: ExtendOptions, image: np.ndarray, height: int, width: int):
+    """DynamiCrafter's positive and negative contexts, its conditioned UNet and fps conditioning.
+    The image latent is drawn with its own generator, so a resumed run gets the same latent."""
+    from vidforge.core.device import make_generator
+    from vidforge.models.dynamicrafter import conditioning
+
+    pixels = conditioning.preprocess_image(image, height, width).to(bundle.device)  # (1, 3, H, W)
+    images = torch.cat([pixels, torch.zeros_like(pixels)])
+    pairs = {"positive": (0, 0), "negative": (1, 1)}
+    contexts = conditioning.encode_contexts(
+        bundle.network, [options.prompt, options.negative_prompt], images, pairs
+    )
+    latents = conditioning.image_latents(bundle.vae, pixels, 1, False, make_generator(options.seed, "cpu"))
+    fps_cond = conditioning.fps_conditioning(bundle.config, options.fps)
+    model = conditioning.conditioned_unet(bundle.network, latents, fps_cond)
+    return contexts["positive"], contexts["negative"], model, fps_cond
+
+
+def starting_state(
+    bundle: ModelBundle, conditions: Conditions, schedule: DDIMSchedule, options: ExtendOptions,
+    init_frames: np.ndarray | None, n: int, output: Path | None, checkpoint: Checkpoint | None, bars: Bars,
+):  # fmt: skip
+    """``(generator, state, checkpoint)``: a resumed checkpoint's, or a fresh start (clip 0 from
+    noise, or the DDIM inversion of ``--init``) with a new checkpoint beside ``output``."""
+    from vidforge.core.device import make_generator
+
+    generator = make_generator(options.seed, "cpu")
+    if checkpoint is not None:
+        state, rng_state = checkpoint.state(bundle.device, bundle.dtype)
+        if rng_state is not None:
+            generator.set_state(rng_state)
+        return generator, state, checkpoint
+    state = ReuseState()
+    if init_frames is not None:
+        state = invert_init(bundle, conditions.inversion, init_frames, n, schedule, options, bars)
+    if output is not None:
+        checkpoint = Checkpoint(state_dir_for(output))
+        checkpoint.start(options)
+        if init_frames is not None:
+            checkpoint.add_frames(init_frames)
+            checkpoint.commit(state, generator)
+    return generator, state, checkpoint
+
+
 def invert_init(
-    model: ExtendModel, denoiser, frames: np.ndarray, n: int, positive, timesteps, options, bars
+    bundle: ModelBundle, denoiser: Denoiser, frames: np.ndarray, n: int, schedule, options, bars
 ) -> ReuseState:
     """Encode the init video's last ``N`` frames (the first frame repeated in front when it is
     shorter) and DDIM-invert them: the trajectory FNR/PNS/DSG reuse for the next clip."""
     last = frames[-n:]
     if len(last) < n:
         last = np.concatenate([np.repeat(last[:1], n - len(last), axis=0), last])
-    pixels = to_tensor(last, device=model.vae.device, dtype=model.vae.dtype)
-    latents = encode_frames(model.vae, pixels, DECODE_CHUNK)  # (N, C, h, w), scaled
+    pixels = to_tensor(last, device=bundle.vae.device, dtype=bundle.vae.dtype)
+    latents = encode_frames(bundle.vae, pixels, DECODE_CHUNK).to(bundle.dtype)  # (N, C, h, w), scaled
     latents = latents.permute(1, 0, 2, 3).unsqueeze(0)  # (1, C, N, h, w)
-    return ddim_inversion(
-        denoiser,
-        latents,
-        timesteps,
-        model.scheduler,
-        positive,
-        prompt_frames=options.prompt_frames,
-        staged_guidance=options.staged_guidance,
+    return invert_clip(
+        denoiser, latents, schedule, prompt_frames=options.prompt_frames, staged_guidance=options.staged_guidance,
         progress=lambda steps: bars.track(steps, "invert --init", total=len(steps)),
-    )
+    )  # fmt: skip
 
 
-def _committed_frames(checkpoint: Checkpoint | None, init_frames, limit: int):
-    """Frames already part of the video: the resumed checkpoint's chunks, or the init video."""
-    if checkpoint is not None and checkpoint.meta.get("chunks"):
-        chunks = checkpoint.frame_chunks()
-    elif init_frames is not None:
-        chunks = iter([init_frames])
-    else:
-        return
-    count = 0
-    for chunk in chunks:
-        chunk = chunk[: limit - count]
-        if len(chunk) == 0:
-            break
-        count += len(chunk)
-        yield chunk
+class ExtendSink(Sink):
+    """The output of a run: frames streamed to the video (or memory) and committed to the
+    checkpoint clip by clip. Ctrl-C turns the committed frames into a valid partial video and keeps
+    the checkpoint for ``--resume``; success removes the checkpoint."""
+
+    def __init__(self, output: Path | None, fps: float, checkpoint: Checkpoint | None):
+        super().__init__(output, fps)
+        self.checkpoint = checkpoint
+
+    def replay(self, init_frames: np.ndarray | None, limit: int) -> None:
+        """Frames already part of the video: the resumed checkpoint's chunks, or the init video."""
+        if self.checkpoint is not None and self.checkpoint.meta.get("chunks"):
+            chunks = self.checkpoint.frame_chunks()
+        elif init_frames is not None:
+            chunks = iter([init_frames])
+        else:
+            return
+        for chunk in chunks:
+            chunk = chunk[: limit - self.num_frames]
+            if len(chunk) == 0:
+                break
+            self.write(chunk)
+
+    def add_clip(self, frames: np.ndarray, state: ReuseState, generator: torch.Generator) -> None:
+        self.write(frames)
+        if self.checkpoint is not None:
+            self.checkpoint.add_frames(frames)
+            self.checkpoint.commit(state, generator)
+
+    def close(self) -> Path | None:
+        path = super().close()
+        if self.checkpoint is not None:
+            self.checkpoint.remove()
+        return path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is KeyboardInterrupt:
+            raise KeyboardInterrupt(self._finish_partial()) from None
+        super().__exit__(exc_type, exc, tb)
+
+    def _finish_partial(self) -> str:
+        """Rebuild a valid video at ``output`` from the checkpoint (never from an encoder that may
+        have seen the signal) and say where to resume from."""
+        if self.writer is None:
+            return "interrupted"
+        self.abort()
+        checkpoint, output = self.checkpoint, self.output
+        if checkpoint is None or checkpoint.num_frames == 0:
+            return f"interrupted before the first clip finished; nothing written to {output}"
+        with Sink(output, self.fps) as partial:
+            for chunk in checkpoint.frame_chunks():
+                partial.write(chunk)
+        return (
+            f"interrupted: {checkpoint.num_frames} frames written to {output}; "
+            f"checkpoint kept in {checkpoint.folder}, continue with --resume"
+        )
 
 
-def _emit(frames: np.ndarray, writer: VideoWriter | None, collected: list) -> int:
-    if writer is not None:
-        writer.write(frames)
-    else:
-        collected.append(frames)
-    return len(frames)
-
-
-def _finish_partial(writer: VideoWriter | None, checkpoint: Checkpoint | None, output, fps) -> str:
-    """Ctrl-C: turn the frames of the finished clips into a valid video at ``output`` (rebuilt
-    from the checkpoint, so it never depends on an encoder that may have seen the signal) and keep
-    the checkpoint for ``--resume``."""
-    if writer is None:
-        return "interrupted"
-    writer.abort()
-    if checkpoint is None or checkpoint.num_frames == 0:
-        return f"interrupted before the first clip finished; nothing written to {output}"
-    with VideoWriter(output, fps) as partial:
-        for chunk in checkpoint.frame_chunks():
-            partial.write(chunk)
-    return (
-        f"interrupted: {checkpoint.num_frames} frames written to {output}; "
-        f"checkpoint kept in {checkpoint.folder}, continue with --resume"
-    )
-
-
-__all__ = ["ClipPlan", "VidforgeError", "run"]
+def run_info(bundle, options: ExtendOptions, plan: ClipPlan, state, size, backend, fps_cond) -> dict:
+    return {
+        "command": "extend",
+        "model": bundle.name,
+        "seed": options.seed,
+        "clip_frames": plan.clip_frames,
+        "prompt_frames": plan.prompt_frames,
+        "noise_recycle": options.noise_recycle,
+        "staged_guidance": options.staged_guidance,
+        "clips": plan.num_clips,
+        "steps": options.steps,
+        "size": list(size),
+        "attention": backend,
+        "state_bytes": state.nbytes,
+        "init": options.init,
+        "image": options.image,
+        **({"cond_fps": fps_cond} if fps_cond is not None else {}),
+        "resumed": bool(options.resume),
+    }

@@ -3,7 +3,7 @@
 
 ``spec`` is ``MODEL/PRETRAINED`` as open_clip names them (``ViT-L-14/openai``) or ``tiny`` (a small
 randomly initialised CLIP for tests: no download, meaningless embeddings). Pretrained weights come
-from the Hugging Face cache through :func:`vidforge.core.models.fetch_weights`, so a missing model
+from the Hugging Face cache through :func:`vidforge.models.hub.fetch_weights`, so a missing model
 fails within seconds with the usual one-line message.
 """
 
@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vidforge.core.models import ModelSource, Preset, fetch_weights, seeded
 from vidforge.errors import VidforgeError
+from vidforge.models.hub import fetch_weights
+from vidforge.models.registry import ModelSource, Preset
+from vidforge.models.tiny import seeded
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -90,7 +92,7 @@ def load_clip(spec: str = "ViT-L-14/openai", device: torch.device | str = "cpu")
     repo_id = (cfg or {}).get("hf_hub", "").strip("/")
     if not repo_id:
         raise VidforgeError(f"--clip-model {spec!r}: open_clip has no Hugging Face weights for it")
-    source = ModelSource(spec, preset=Preset(spec, "clip", repo_id, filename=WEIGHT_FILE))
+    source = ModelSource(spec, "clip", preset=Preset(spec, "clip", repo_id, filename=WEIGHT_FILE))
     weights = fetch_weights(source, hint="")
     model = open_clip.create_model(
         model_name, pretrained=str(weights), device=device, force_quick_gelu=bool(cfg.get("quick_gelu"))

@@ -1,16 +1,17 @@
-"""InstructPix2Pix components for ``stylize``: the real model (diffusers layout, from the Hugging Face
-cache or a local folder) and the ``tiny`` preset (same classes, small config, seeded random weights).
+"""InstructPix2Pix (``stylize``): the real model (diffusers layout, from the Hugging Face cache or a
+local folder) and the ``tiny`` preset (same classes, small config, seeded random weights).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from vidforge.core.models import ModelSource, load_diffusers_folder, resolve_model, seeded
-from vidforge.core.tiny import SD_SCHEDULE
 from vidforge.errors import VidforgeError
+from vidforge.models.bundle import ModelBundle, prepare_modules
+from vidforge.models.diffusers_folder import load_diffusers_folder
+from vidforge.models.registry import ModelSource
+from vidforge.models.tiny import seeded
+from vidforge.sampling.schedules import diffusers_noise_schedule
 
 # diffusers-layout files an InstructPix2Pix pipeline needs (safetensors only: no pickles)
 ALLOW_PATTERNS = [
@@ -25,27 +26,17 @@ ALLOW_PATTERNS = [
     "vae/diffusion_pytorch_model.safetensors",
 ]
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+FAMILY = "instruct-pix2pix"
 
 
-@dataclass
-class Components:
-    unet: torch.nn.Module  # UNet2DConditionModel, in_channels = 8 (4 noisy + 4 image latent)
-    vae: torch.nn.Module  # AutoencoderKL
-    text_encoder: torch.nn.Module  # transformers CLIPTextModel
-    tokenizer: object  # CLIPTokenizer or OpenClipTokenizer
-    scheduler_config: dict
-    name: str
-    is_tiny: bool = False
-
-
-def build_tiny(seed: int = 0) -> Components:
+def build_tiny(seed: int = 0) -> ModelBundle:
     """Small InstructPix2Pix-shaped models (~1M parameters): plumbing only, output is noise.
 
     Attention sits on the low-resolution level only, so tiny stays fast at real frame sizes."""
     from diffusers import UNet2DConditionModel
 
-    from vidforge.core.text import OpenClipTokenizer
-    from vidforge.core.tiny import tiny_text_encoder, tiny_vae
+    from vidforge.models.text import OpenClipTokenizer
+    from vidforge.models.tiny import tiny_text_encoder, tiny_vae
 
     with seeded(seed):
         unet = UNet2DConditionModel(
@@ -60,29 +51,20 @@ def build_tiny(seed: int = 0) -> Components:
             attention_head_dim=8,
             norm_num_groups=16,
         )
-    return Components(
-        unet.eval(),
-        tiny_vae(seed + 1),
-        tiny_text_encoder(seed + 2),
-        OpenClipTokenizer(),
-        dict(SD_SCHEDULE),
-        "tiny",
-        True,
-    )
+    return ModelBundle(
+        "tiny", FAMILY, unet.eval(), tiny_vae(seed + 1), tiny_text_encoder(seed + 2), OpenClipTokenizer(),
+        diffusers_noise_schedule(), is_tiny=True,
+    )  # fmt: skip
 
 
-def load_components(model: str | None, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Components:
-    """Resolve ``--model`` (preset, hub id or diffusers folder) and load every component on ``device``."""
-    source = resolve_model(model, "stylize")
-    parts = build_tiny(seed) if source.is_tiny else load_pretrained(source, dtype)
-    for module in (parts.unet, parts.vae, parts.text_encoder):
-        module.to(device).requires_grad_(False)
-        if next(module.parameters()).dtype != dtype:  # pretrained parts are loaded in dtype already
-            module.to(dtype)
-    return parts
+def load(source: ModelSource, device: torch.device, dtype: torch.dtype, seed: int = 0) -> ModelBundle:
+    """``tiny`` or a diffusers InstructPix2Pix folder / hub id, every part on ``device`` in ``dtype``."""
+    bundle = build_tiny(seed) if source.is_tiny else load_pretrained(source, dtype)
+    prepare_modules(device, dtype, bundle.unet, bundle.vae, bundle.text_encoder)
+    return bundle
 
 
-def load_pretrained(source: ModelSource, dtype: torch.dtype) -> Components:
+def load_pretrained(source: ModelSource, dtype: torch.dtype) -> ModelBundle:
     """``from_pretrained`` on a diffusers InstructPix2Pix folder (cached, downloaded, or local)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
@@ -95,17 +77,5 @@ def load_pretrained(source: ModelSource, dtype: torch.dtype) -> Components:
             f"--model {source.name}: the UNet has {unet.config.in_channels} input channels; an InstructPix2Pix "
             "UNet has 8 (4 noisy + 4 image latent)"
         )
-    return Components(unet, vae, text_encoder, tokenizer, scheduler_config, source.name)
-
-
-def make_scheduler(name: str, config: dict):
-    """A fresh diffusers scheduler by vidforge name (``ddim``, ``euler``, ``euler-a``)."""
-    from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
-
-    classes = {
-        "ddim": DDIMScheduler,
-        "euler": EulerDiscreteScheduler,
-        "euler-a": EulerAncestralDiscreteScheduler,
-    }
-    config = {k: v for k, v in config.items() if not k.startswith("_")}
-    return classes[name].from_config(config)
+    noise = diffusers_noise_schedule(dict(scheduler_config))
+    return ModelBundle(source.name, FAMILY, unet, vae, text_encoder, tokenizer, noise)

@@ -3,19 +3,17 @@ config with seeded random weights. Plumbing only: their output is noise."""
 
 from __future__ import annotations
 
-from vidforge.core.models import seeded
+import contextlib
 
-# Stable Diffusion 1.x training schedule (InstructPix2Pix and ModelScope keep it): the DDIM config
-# of the tiny presets, and of a real folder that ships no scheduler config.
-SD_SCHEDULE = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-)
+
+@contextlib.contextmanager
+def seeded(seed: int = 0):
+    """Build tiny models with reproducible random weights without disturbing the global RNG."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def tiny_vae(seed: int = 0):
@@ -39,7 +37,7 @@ def tiny_vae(seed: int = 0):
 
 def tiny_text_encoder(seed: int = 0, hidden_size: int = 32):
     """A 2-layer transformers ``CLIPTextModel`` over the real CLIP vocabulary (tokenize with
-    :class:`vidforge.core.text.OpenClipTokenizer`)."""
+    :class:`vidforge.models.text.OpenClipTokenizer`)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     with seeded(seed):

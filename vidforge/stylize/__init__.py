@@ -1,6 +1,10 @@
 """vidforge stylize: Style-A-Video, zero-shot text-driven video stylization (SPEC section 1)."""
 
+from vidforge._lazy import lazy_getattr
 from vidforge.stylize.options import StylizeOptions
-from vidforge.stylize.pipeline import StylizePipeline, run
+
+__getattr__ = lazy_getattr(
+    __name__, {"StylizePipeline": "vidforge.stylize.pipeline", "run": "vidforge.stylize.pipeline"}
+)
 
 __all__ = ["StylizeOptions", "StylizePipeline", "run"]

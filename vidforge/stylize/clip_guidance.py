@@ -8,7 +8,7 @@ The ``eps`` in ``x0_pred`` is the guided noise prediction of the PREVIOUS step (
 makes one extra UNet call), not a fresh one at ``z_t``: under DDIM with η = 0 that makes ``x̂0``
 exactly the previous step's x0 prediction, and it saves one UNet call per optimized step.
 
-``E`` is an open_clip image encoder (:func:`vidforge.core.clip.load_clip`), ``D`` the VAE decoder.
+``E`` is an open_clip image encoder (:func:`vidforge.models.clip.load_clip`), ``D`` the VAE decoder.
 With ``λ = 0`` nothing here runs and no CLIP model is loaded.
 """
 

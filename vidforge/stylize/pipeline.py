@@ -17,7 +17,6 @@ import itertools
 import math
 import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,23 +25,55 @@ from vidforge.core.attention import apply_attention_backend, select_backend
 from vidforge.core.device import make_generator, randn, select_device, select_dtype
 from vidforge.core.options import Result
 from vidforge.core.progress import Bars, Timer
-from vidforge.core.text import encode_prompts
 from vidforge.core.vae import decode_latents, encode_frames, set_tiling, to_tensor, to_uint8
-from vidforge.core.video_io import Video, VideoInfo, VideoWriter, iter_frames, probe_video, resize_frames
+from vidforge.core.video_io import (
+    Video,
+    VideoInfo,
+    VideoInput,
+    iter_frames,
+    load_video,
+    probe_video,
+    resize_frames,
+)
+from vidforge.core.writers import Sink
+from vidforge.models.bundle import ModelBundle
+from vidforge.sampling.ddim import sample_ddim
+from vidforge.sampling.denoisers import Denoiser, Prediction, eps_from_x0
+from vidforge.sampling.euler import sample_euler
+from vidforge.sampling.schedules import Step, ddim_schedule, sigma_schedule
 from vidforge.stylize.attention_map import attention_condition, install_probs_processor, saliency_mask
 from vidforge.stylize.clip_guidance import clip_guidance_step
 from vidforge.stylize.guidance import batch_branches, branch_conditions, four_branch_guidance, split_branches
-from vidforge.stylize.models import Components, load_components, make_scheduler
 from vidforge.stylize.options import StylizeOptions
 from vidforge.stylize.temporal import FrameFlows, chunk_flows, fuse_latent, fuse_pixels, fuse_window_steps
 
-LATENT_FACTOR = 8
+
+def processing_size(width: int, height: int, factor: int = 8) -> tuple[int, int]:
+    """Frame size the model sees: each side rounded to the NEAREST multiple of the VAE's scale
+    factor (halves round up), at least one. The aspect ratio changes by at most half a factor per
+    side; the output is resized back."""
+    return max(factor, math.floor(width / factor + 0.5) * factor), max(
+        factor, math.floor(height / factor + 0.5) * factor
+    )
 
 
-def processing_size(width: int, height: int) -> tuple[int, int]:
-    """Frame size the model sees: each side rounded to the NEAREST multiple of 8 (halves round up),
-    at least 8. The aspect ratio changes by at most 4 px per side; the output is resized back."""
-    return max(8, math.floor(width / 8 + 0.5) * 8), max(8, math.floor(height / 8 + 0.5) * 8)
+def make_schedule(scheduler: str, bundle: ModelBundle, steps: int):
+    """The sampler's per-step table: ``ddim`` over ᾱ, ``euler`` / ``euler-a`` over σ."""
+    if scheduler == "ddim":
+        return ddim_schedule(bundle.noise_schedule, steps)
+    return sigma_schedule(bundle.noise_schedule, steps, ancestral=scheduler == "euler-a")
+
+
+def sample(scheduler: str, denoiser, latents, schedule, generator, before_step, progress):
+    """Run the chosen sampler (none keeps a history, so fusion and the CLIP step are safe)."""
+    if scheduler == "ddim":
+        return sample_ddim(
+            denoiser, latents, schedule, generator=generator, before_step=before_step, progress=progress
+        )
+    return sample_euler(
+        denoiser, latents, schedule, generator=generator, ancestral=scheduler == "euler-a",
+        before_step=before_step, progress=progress,
+    )  # fmt: skip
 
 
 def rechunk(frames: np.ndarray | Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -69,46 +100,19 @@ def rechunk(frames: np.ndarray | Iterable[np.ndarray], size: int) -> Iterator[np
         yield pending[0] if len(pending) == 1 else np.concatenate(pending)
 
 
-class Parameterization:
-    """``z = a·x0 + b·eps`` at step ``i``, so x0 and eps convert both ways for any supported scheduler.
-
-    DDIM (variance preserving): ``a = √ᾱ_t, b = √(1-ᾱ_t)``; Euler (k-diffusion sigmas): ``a = 1, b = σ_i``.
-    """
-
-    def __init__(self, scheduler):
-        self.scheduler = scheduler
-        self.sigma_space = hasattr(scheduler, "sigmas") and scheduler.init_noise_sigma != 1.0
-
-    def coefficients(self, i: int, t) -> tuple[float, float]:
-        if self.sigma_space:
-            return 1.0, float(self.scheduler.sigmas[i])
-        alpha_bar = float(self.scheduler.alphas_cumprod[int(t)])
-        return math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
-
-    def x0(self, z: torch.Tensor, eps: torch.Tensor, i: int, t) -> torch.Tensor:
-        a, b = self.coefficients(i, t)
-        return (z - b * eps) / a
-
-    def eps(self, z: torch.Tensor, x0: torch.Tensor, i: int, t) -> torch.Tensor:
-        a, b = self.coefficients(i, t)
-        return (z - a * x0) / b
-
-
 class StylizePipeline:
     """Four-branch InstructPix2Pix sampling with attention condition, CLIP optimization and flow fusion."""
 
     def __init__(
         self,
-        components: Components,
+        bundle: ModelBundle,
         device: torch.device,
         dtype: torch.dtype,
         attention_backend: str = "sdpa",
         clip_loader=None,
     ):
-        self.unet, self.vae = components.unet, components.vae
-        self.text_encoder, self.tokenizer = components.text_encoder, components.tokenizer
-        self.scheduler_config = components.scheduler_config
-        self.components = components
+        self.bundle = bundle
+        self.unet, self.vae = bundle.unet, bundle.vae
         self.device, self.dtype = device, dtype
         self.attention_backend = apply_attention_backend(self.unet, attention_backend)
         self.probs = install_probs_processor(self.unet)  # the one layer that exposes attention
@@ -117,36 +121,38 @@ class StylizePipeline:
 
     @classmethod
     def from_options(cls, options: StylizeOptions) -> StylizePipeline:
+        from vidforge.models import load_model
+
         device = select_device(options.device)
         dtype = select_dtype(device, options.dtype)
         backend = select_backend(options.attention, device)
-        return cls(load_components(options.model, device, dtype, options.seed), device, dtype, backend)
+        return cls(load_model(options.model, "stylize", device, dtype, options.seed), device, dtype, backend)
 
     # ------------------------------------------------------------------------------------- helpers
 
     def load_clip(self, spec: str):
         """The CLIP image encoder of the sampling optimization (only called when ``λ > 0``)."""
         if self.clip is None:
-            from vidforge.core.clip import load_clip
+            from vidforge.models.clip import load_clip
 
             loader = self._clip_loader or load_clip
-            self.clip = loader("tiny" if self.components.is_tiny else spec, self.device)
+            self.clip = loader("tiny" if self.bundle.is_tiny else spec, self.device)
         return self.clip
 
     def encode_prompt(self, style: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Null (empty prompt) and style text embeddings, each ``(1, L, D)``."""
-        embeds = encode_prompts(self.tokenizer, self.text_encoder, ["", style], self.device, self.dtype)
+        embeds = self.bundle.encode_prompts(["", style])
         return embeds[:1], embeds[1:]
 
     def encode_image_latents(self, frames: np.ndarray, chunk_size: int) -> torch.Tensor:
-        """c_I: ``vae.encode(frame).latent_dist.mode()`` UNSCALED, as InstructPix2Pix, ``(F, 4, h, w)``."""
+        """c_I: ``vae.encode(frame).latent_dist.mode()`` UNSCALED, as InstructPix2Pix, ``(F, C, h, w)``."""
         pixels = to_tensor(frames, self.device, self.dtype)
         return encode_frames(self.vae, pixels, chunk_size=chunk_size, sample=False, scale=False)
 
     def unet_branches(
         self, latents, t, image_latents, attn_latents, text_null, text_style, text_branch, capture
     ):
-        """ONE UNet call over the four branches; returns their noise predictions ``4 × (F, 4, h, w)``.
+        """ONE UNet call over the four branches; returns their noise predictions ``4 × (F, C, h, w)``.
 
         ``capture``: record the ``c_I`` branch's self-attention saliency in ``self.probs.saliency``.
         ``attn_latents=None`` (``sM = 0``): the M∅ branch is not computed and is returned as None.
@@ -166,9 +172,8 @@ class StylizePipeline:
         eps = split_branches(out, branches)
         return eps if branches == 4 else (*eps, None)
 
-    def predict_noise(self, scheduler, latents, t, image_latents, attn_latents, text, options, capture):
-        """Guided eps ``(F, 4, h, w)`` and, if ``capture``, the saliency ``(F, L)`` of the c_I branch."""
-        model_input = scheduler.scale_model_input(latents, t)
+    def guided_eps(self, model_input, t, image_latents, attn_latents, text, options, capture):
+        """Guided eps ``(F, C, h, w)`` and, if ``capture``, the saliency ``(F, L)`` of the c_I branch."""
         if options.attn_scale == 0:
             attn_latents = None  # sM·(epsM - eps∅) = 0: skip the branch (a quarter of the UNet work)
         eps_uncond, eps_image, eps_text, eps_attn = self.unet_branches(
@@ -217,9 +222,12 @@ class StylizePipeline:
             return
         # 0. Check inputs
         height, width = first.shape[1:3]
-        if height % LATENT_FACTOR or width % LATENT_FACTOR:
-            raise ValueError(f"frame size {width}x{height} must be a multiple of 8 (see processing_size)")
-        latent_size = (height // LATENT_FACTOR, width // LATENT_FACTOR)
+        factor = self.bundle.vae_scale_factor
+        if height % factor or width % factor:
+            raise ValueError(
+                f"frame size {width}x{height} must be a multiple of {factor} (see processing_size)"
+            )
+        latent_size = (height // factor, width // factor)
         chunks = itertools.chain([first], chunks)
         del first  # held by the chain only until it is consumed
         generator = make_generator(options.seed)
@@ -240,7 +248,7 @@ class StylizePipeline:
 
         # 4. Initial noise: one draw shared by every frame (a common start reduces flicker, and makes
         #    the result independent of --batch-frames)
-        noise = randn((1, 4, *latent_size), generator, self.device, self.dtype)
+        noise = randn((1, self.bundle.latent_channels, *latent_size), generator, self.device, self.dtype)
 
         # previous chunk's last frame: per-step x0, final output, and input (for the flow)
         carry = {"x0": {}, "out": None, "input": None}
@@ -267,70 +275,29 @@ class StylizePipeline:
     def denoise_chunk(
         self, chunk, indices, noise, text, flows, fuse_steps, clip, options, generator, carry, bars
     ):
-        """Sample the latents ``(F, 4, h, w)`` of one chunk of frames."""
+        """Sample the latents ``(F, C, h, w)`` of one chunk of frames."""
         num = len(indices)
-        latent_size = noise.shape[-2:]
-        # 5.1 Timesteps (a fresh scheduler per chunk: no state leaks between chunks)
-        scheduler = make_scheduler(options.scheduler, self.scheduler_config)
-        scheduler.set_timesteps(options.steps, device=self.device)
-        param = Parameterization(scheduler)
+        latent_size = tuple(noise.shape[-2:])
+        # 5.1 Timesteps
+        schedule = make_schedule(options.scheduler, self.bundle, options.steps)
         # 5.2 Conditions: c_I, and c_M = c_I until the first attention map exists
         image_latents = self.encode_image_latents(chunk, options.batch_frames)
-        attn_latents = image_latents
-        target_embeds = clip.encode_images(to_tensor(chunk, self.device).add(1).div(2)) if clip else None
-        flow_latents = (
-            [flows.latent(k, latent_size, self.device) for k in range(num)] if len(fuse_steps) else None
-        )
-        # 5.3 Latents
-        latents = noise.expand(num, -1, -1, -1) * scheduler.init_noise_sigma
-        capture = options.attn_scale != 0
-        eps_prev = None
-        for i, t in enumerate(bars.track(scheduler.timesteps, "denoise", total=options.steps)):
-            # 5.4 CLIP sampling optimization: z_t ← z_t - λ·g/‖g‖·‖z_t‖ (eps detached)
-            if clip is not None and i < options.clip_steps:
-                if eps_prev is None:  # first step: no eps yet, one extra guided call
-                    eps_prev, _ = self.predict_noise(
-                        scheduler, latents, t, image_latents, attn_latents, text, options, False
-                    )
-
-                def predict_x0(z, f, i=i, t=t, eps=eps_prev):
-                    return param.x0(z, eps[f : f + 1], i, t)
-
-                latents, _ = clip_guidance_step(
-                    latents, predict_x0, self.vae, clip, target_embeds, options.clip_guidance
-                )
-            # 5.5 Four branches in one UNet call, guided
-            eps, saliency = self.predict_noise(
-                scheduler, latents, t, image_latents, attn_latents, text, options, capture
-            )
-            # 5.6 Self-attention condition for the NEXT step: c_M = M_t ⊙ c_I
-            if saliency is not None:
-                attn_latents = attention_condition(saliency_mask(saliency, tuple(latent_size)), image_latents)
-            # 5.7 Latent fusion: blend x0 with the previous frame's warped x0, then the matching eps
-            if i in fuse_steps:
-                x0 = param.x0(latents, eps, i, t)
-                x0 = self.latent_fusion(x0, indices, i, flow_latents, options.fuse_strength, carry)
-                eps = param.eps(latents, x0, i, t)
-            # 5.8 Scheduler step
-            latents = scheduler.step(eps, t, latents, generator=generator, return_dict=False)[0]
-            eps_prev = eps
-        return latents
-
-    @staticmethod
-    def latent_fusion(x0, indices, step, flow_latents, strength, carry):
-        """Frame by frame in video order: ``x0_f ← fuse(x0_f, x0_{f-1})``; frame f-1 of the first
-        frame in a chunk is the previous chunk's last frame at the same step."""
-        prev = carry["x0"].get(step)
-        fused = []
-        for k, f in enumerate(indices):
-            current = x0[k]
-            if prev is not None and f > 0:
-                flow, valid = flow_latents[k]
-                current = fuse_latent(current, prev, flow, valid, strength)
-            fused.append(current)
-            prev = current
-        carry["x0"][step] = prev
-        return torch.stack(fused)
+        branches = FourBranchModel(self, image_latents, text, options, latent_size)
+        denoiser = Denoiser(branches, "epsilon")
+        # 5.3 Latent fusion with the previous frame's flow-warped x0, inside --fuse-window
+        if len(fuse_steps):
+            flow_latents = [flows.latent(k, latent_size, self.device) for k in range(num)]
+            denoiser = LatentFusion(denoiser, indices, fuse_steps, flow_latents, options.fuse_strength, carry)
+        denoiser = Recorded(denoiser)
+        # 5.4 CLIP sampling optimization on the first --clip-steps steps: shift z_t before the UNet
+        before_step = None
+        if clip is not None:
+            target = clip.encode_images(to_tensor(chunk, self.device).add(1).div(2))
+            before_step = clip_optimization(self.vae, clip, target, branches, denoiser, options)
+        # 5.5 Sample from one noise shared by all frames
+        latents = noise.expand(num, -1, -1, -1) * schedule_init_sigma(schedule)
+        progress = lambda it: bars.track(it, "denoise", total=options.steps)  # noqa: E731
+        return sample(options.scheduler, denoiser, latents, schedule, generator, before_step, progress)
 
     @staticmethod
     def pixel_fusion(out, indices, flows: FrameFlows, strength, carry):
@@ -346,13 +313,101 @@ class StylizePipeline:
         return np.stack(fused)
 
 
-def open_input(input: str | os.PathLike | Video, options: StylizeOptions) -> tuple[VideoInfo, Iterator]:
+class FourBranchModel:
+    """``model(z_in, t) -> guided ε`` of one chunk: the four branches in one UNet call. After each
+    call the c_I branch's attention saliency becomes the next step's ``c_M = M_t ⊙ c_I`` (the map
+    lags one step, so all four branches stay in one call; the first step uses ``c_M = c_I``)."""
+
+    def __init__(self, pipe: StylizePipeline, image_latents, text, options: StylizeOptions, latent_size):
+        self.pipe, self.image_latents, self.text, self.options = pipe, image_latents, text, options
+        self.attn_latents = image_latents
+        self.latent_size = latent_size
+
+    def __call__(self, z_in: torch.Tensor, t: torch.Tensor, capture: bool | None = None) -> torch.Tensor:
+        capture = self.options.attn_scale != 0 if capture is None else capture
+        eps, saliency = self.pipe.guided_eps(
+            z_in, t, self.image_latents, self.attn_latents, self.text, self.options, capture
+        )
+        if saliency is not None:
+            mask = saliency_mask(saliency, self.latent_size)
+            self.attn_latents = attention_condition(mask, self.image_latents)
+        return eps
+
+
+class LatentFusion:
+    """Denoiser wrapper: inside ``--fuse-window``, each frame's x0 is blended with the previous
+    frame's flow-warped x0 (frame by frame in video order; the first frame of a chunk uses the
+    previous chunk's last frame at the same step), and ε is recomputed to match."""
+
+    def __init__(self, denoiser, indices, fuse_steps, flow_latents, strength, carry):
+        self.denoiser, self.indices, self.fuse_steps = denoiser, indices, fuse_steps
+        self.flow_latents, self.strength, self.carry = flow_latents, strength, carry
+
+    def __call__(self, x: torch.Tensor, step: Step) -> Prediction:
+        prediction = self.denoiser(x, step)
+        if step.index not in self.fuse_steps:
+            return prediction
+        prev = self.carry["x0"].get(step.index)
+        fused = []
+        for k, f in enumerate(self.indices):
+            current = prediction.x0[k]
+            if prev is not None and f > 0:
+                flow, valid = self.flow_latents[k]
+                current = fuse_latent(current, prev, flow, valid, self.strength)
+            fused.append(current)
+            prev = current
+        self.carry["x0"][step.index] = prev
+        x0 = torch.stack(fused)
+        return Prediction(eps_from_x0(x, x0, step), x0)
+
+
+class Recorded:
+    """Denoiser wrapper that keeps its last prediction (the CLIP step reuses the previous step's ε)."""
+
+    def __init__(self, denoiser):
+        self.denoiser, self.last = denoiser, None
+
+    def __call__(self, x: torch.Tensor, step: Step) -> Prediction:
+        self.last = self.denoiser(x, step)
+        return self.last
+
+
+def clip_optimization(vae, clip, target_embeds, branches: FourBranchModel, denoiser: Recorded, options):
+    """``before_step`` of Style-A-Video's sampling optimization, on the first ``--clip-steps`` steps:
+    ``z_t ← z_t - λ·g/‖g‖·‖z_t‖`` with ``g = ∇ L_s`` through the x0 of the previous step's guided ε
+    (the first step makes one extra guided call, without fusion or a new attention map)."""
+
+    def before_step(z: torch.Tensor, step: Step) -> torch.Tensor:
+        if step.index >= options.clip_steps:
+            return z
+        if denoiser.last is None:
+            z_in = z if step.input_scale is None else z / step.input_scale
+            eps = branches(z_in, step.t, capture=False)
+        else:
+            eps = denoiser.last.eps
+
+        def predict_x0(latent, f):
+            return (latent - step.b * eps[f : f + 1]) / step.a
+
+        shifted, _ = clip_guidance_step(z, predict_x0, vae, clip, target_embeds, options.clip_guidance)
+        return shifted
+
+    return before_step
+
+
+def schedule_init_sigma(schedule) -> float:
+    """The scale of the initial noise: 1 for DDIM (ᾱ-space), ``init_noise_sigma`` for Euler."""
+    return getattr(schedule, "init_noise_sigma", 1.0)
+
+
+def open_input(input: VideoInput, options: StylizeOptions) -> tuple[VideoInfo, Iterator]:
     """The input's metadata (after ``--max-frames`` and ``--resize``) and its frames as lazily read
-    chunks of ``--batch-frames`` frames: a file is probed, then decoded chunk by chunk, never whole."""
-    if isinstance(input, Video):
-        frames = input.frames[: options.max_frames]
-        info = VideoInfo(len(frames), input.fps, input.size, input.path, input.has_audio)
-        chunks = rechunk(frames, options.batch_frames)
+    chunks of ``--batch-frames`` frames: a file is probed, then decoded chunk by chunk, never whole;
+    frames given as an array or :class:`Video` are cut into chunks."""
+    if isinstance(input, Video | np.ndarray):
+        video = load_video(input, options.max_frames)
+        info = VideoInfo(video.num_frames, video.fps, video.size, video.path, video.has_audio)
+        chunks = rechunk(video.frames, options.batch_frames)
         if options.resize is not None:
             chunks = (resize_frames(chunk, options.resize) for chunk in chunks)
     else:
@@ -364,60 +419,53 @@ def open_input(input: str | os.PathLike | Video, options: StylizeOptions) -> tup
 
 
 def run(
-    input: str | os.PathLike | Video,
+    input: VideoInput,
     options: StylizeOptions,
     output: str | os.PathLike | None = None,
     bars: Bars | None = None,
     pipeline: StylizePipeline | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Result:
-    """Stylize a video file with Style-A-Video; write ``output`` (fps and audio of the input) or,
-    without an output path, return the frames in :attr:`Result.frames`.
+    """Stylize a video (a file, a PNG folder, ``(F, H, W, 3)`` uint8 frames or a :class:`Video`)
+    with Style-A-Video; write ``output`` (fps and audio of the input) or, without an output path,
+    return the frames in :attr:`Result.frames`. An existing ``output`` needs ``overwrite``.
 
     With an output path, memory is bounded in video length: the input is read, stylized and
     written one chunk of ``--batch-frames`` frames at a time."""
+    from vidforge.core.writers import check_output_path
+
     timer = Timer()
     bars = bars or Bars(disable=True)
-    # 0. Check inputs
+    # 0. Check inputs and the output path
     options.validate()
-    # 1. Open the input (optionally first N frames, resized): probe now, read chunk by chunk later,
-    #    each chunk rounded to the processing size (multiples of 8)
+    if output is not None:
+        check_output_path(output, overwrite)
+    # 1. Open the input (optionally first N frames, resized): probe now, read chunk by chunk later
     info, chunks = open_input(input, options)
-    out_width, out_height = info.size
-    size = processing_size(out_width, out_height)
-    chunks = (resize_frames(chunk, size) for chunk in chunks)
     # 2. Load the models
     pipeline = pipeline or StylizePipeline.from_options(options)
-    # 3. Stylize chunk by chunk, streaming each chunk to the writer
-    writer = VideoWriter(output, info.fps, audio_from=info.path) if output is not None else None
-    kept, num_frames = [], 0
-    try:
+    # 3. Each chunk at the processing size (multiples of the VAE's scale factor)
+    out_size = info.size
+    size = processing_size(*out_size, pipeline.bundle.vae_scale_factor)
+    chunks = (resize_frames(chunk, size) for chunk in chunks)
+    # 4. Stylize chunk by chunk, streaming each chunk to the output, resized back
+    with Sink(output, info.fps, audio_from=info.path) as sink:
         for out in pipeline.stream(chunks, options, bars, num_frames=info.num_frames):
-            out = resize_frames(out, (out_width, out_height))
-            num_frames += len(out)
-            if writer is not None:
-                writer.write(out)
-            else:
-                kept.append(out)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    # 4. Finish the file
-    path = writer.close() if writer is not None else None
-    info_out = {
-        "model": pipeline.components.name,
-        "seed": options.seed,
-        "steps": options.steps,
-        "scheduler": options.scheduler,
-        "attention": pipeline.attention_backend,
-        "size": f"{size[0]}x{size[1]}",
-        "clip_guidance": options.clip_guidance,
-    }
+            sink.write(resize_frames(out, out_size))
     return Result(
-        output=Path(path) if path else None,
-        num_frames=num_frames,
+        output=sink.output,
+        num_frames=sink.num_frames,
         fps=info.fps,
         seconds=timer.seconds,
-        frames=np.concatenate(kept) if kept else None,
-        info=info_out,
+        frames=sink.frames,
+        info={
+            "model": pipeline.bundle.name,
+            "seed": options.seed,
+            "steps": options.steps,
+            "scheduler": options.scheduler,
+            "attention": pipeline.attention_backend,
+            "size": f"{size[0]}x{size[1]}",
+            "clip_guidance": options.clip_guidance,
+        },
     )

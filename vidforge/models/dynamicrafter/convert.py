@@ -2,7 +2,7 @@
 
 The checkpoint is a Lightning ``{"state_dict": ...}`` (or a DeepSpeed ``{"module": ...}`` whose keys
 start with ``_forward_module.``). It is read with ``torch.load(weights_only=True)`` only
-(:func:`vidforge.core.models.load_state_dict`): a pickle that needs arbitrary objects is refused,
+(:func:`vidforge.models.checkpoint.load_state_dict`): a pickle that needs arbitrary objects is refused,
 never executed. The converted weights are cached as safetensors in
 ``<HF_HUB_CACHE>/vidforge-converted/<label>-<hash>.safetensors`` (hash of the resolved checkpoint
 path, size and mtime), so the pickle is read once.
@@ -44,12 +44,15 @@ import contextlib
 import hashlib
 import os
 import re
-import warnings
 from pathlib import Path
 
 import torch
 
 from vidforge.errors import VidforgeError
+from vidforge.models.checkpoint import load_state_dict
+from vidforge.models.dynamicrafter.config import get_config
+from vidforge.models.dynamicrafter.network import build_model
+from vidforge.models.hub import hub_cache_dir
 
 PREFIXES = {
     "unet.": "model.diffusion_model.",
@@ -170,8 +173,6 @@ def unwrap_checkpoint(obj: dict) -> dict:
 
 def target_state_dict(config) -> dict:
     """Names and shapes of the vidforge model for ``config`` (built on ``meta``: no memory)."""
-    from vidforge.animate.model import build_model
-
     return build_model(config, device="meta").state_dict()
 
 
@@ -181,8 +182,6 @@ def convert_state_dict(state_dict: dict, config) -> tuple[dict, dict]:
     Names the mapping does not know raise a one-line :class:`VidforgeError`; missing names are
     left for :func:`check_keys` (so a partial dict, e.g. UNet only, can be converted).
     """
-    from vidforge.animate.model import get_config
-
     config = get_config(config)
     levels = len(config.vae.block_out_channels)
     names = {original_key(k, levels): k for k in target_state_dict(config)}
@@ -254,8 +253,6 @@ def guess_config(state_dict: dict, schedule: dict, label: str = "") -> str:
 
 def cache_path(checkpoint: Path, label: str) -> Path:
     """``<HF_HUB_CACHE>/vidforge-converted/<label>-<hash>.safetensors`` for ``checkpoint``."""
-    from vidforge.core.models import hub_cache_dir
-
     resolved = checkpoint.resolve()
     stat = resolved.stat()
     digest = hashlib.sha1(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
@@ -283,8 +280,6 @@ def read_converted(path: Path) -> tuple[dict, dict, str | None]:
     """A vidforge-layout safetensors file -> (weights, schedule, release name from its metadata)."""
     from safetensors import safe_open
 
-    from vidforge.core.models import load_state_dict
-
     tensors = load_state_dict(path)
     with safe_open(str(path), "pt") as f:
         release = (f.metadata() or {}).get("config")
@@ -293,7 +288,7 @@ def read_converted(path: Path) -> tuple[dict, dict, str | None]:
     return weights, schedule, release
 
 
-def _checkpoint_file(path: Path) -> Path:
+def checkpoint_file(path: Path) -> Path:
     """A file, or the checkpoint inside a downloaded folder."""
     if path.is_file():
         return path
@@ -304,17 +299,15 @@ def _checkpoint_file(path: Path) -> Path:
     raise VidforgeError(f"--model {path}: no model.ckpt or .safetensors file in that folder")
 
 
-def _is_vidforge_layout(keys) -> bool:
+def is_vidforge_layout(keys) -> bool:
     return any(k.startswith(tuple(PREFIXES)) for k in keys)
 
 
 def convert_checkpoint(checkpoint: Path, label: str, config=None) -> tuple[dict, dict, str]:
     """Read a checkpoint file (weights only) and convert it -> (weights, schedule, release)."""
-    from vidforge.core.models import load_state_dict
-
     if checkpoint.suffix == ".safetensors":
         weights, schedule, release = read_converted(checkpoint)
-        if _is_vidforge_layout(weights):
+        if is_vidforge_layout(weights):
             return weights, schedule, config or release or guess_config(weights, schedule, label)
         state_dict = {**weights, **schedule}
     else:
@@ -323,29 +316,3 @@ def convert_checkpoint(checkpoint: Path, label: str, config=None) -> tuple[dict,
     release = config or guess_config(state_dict, schedule_only, label)
     weights, schedule = convert_state_dict(state_dict, release)
     return weights, schedule, release
-
-
-def load_converted(source, config: str | None = None):
-    """``ModelSource`` -> (weights, schedule, config): from the safetensors cache when present,
-    otherwise read once, convert, check strictly and cache."""
-    from vidforge.animate.model import PRESET_CONFIGS, get_config
-    from vidforge.core.models import fetch_weights
-
-    if config is None and source.preset is not None and source.preset.name in PRESET_CONFIGS:
-        config = PRESET_CONFIGS[source.preset.name].name
-    path = fetch_weights(source, allow_patterns=["model.ckpt", "*.safetensors"])
-    checkpoint = _checkpoint_file(Path(path))
-    label = source.preset.name if source.preset is not None else checkpoint.stem
-    cached = cache_path(checkpoint, label)
-    if cached.exists():
-        weights, schedule, release = read_converted(cached)
-        return weights, schedule, get_config(config or release or "512")
-    weights, schedule, release = convert_checkpoint(checkpoint, f"{label} {checkpoint}", config)
-    cfg = get_config(release)
-    check_keys(weights, target_state_dict(cfg), str(source.name), cfg.name)
-    if not (checkpoint.suffix == ".safetensors" and _is_vidforge_layout(weights)):
-        try:
-            save_converted(cached, weights, schedule, cfg.name)
-        except OSError as e:  # a read-only cache must not stop the run
-            warnings.warn(f"could not cache the converted checkpoint at {cached}: {e}", stacklevel=2)
-    return weights, schedule, cfg

@@ -1,0 +1,50 @@
+"""Networks, release configs, checkpoint conversion, loaders, presets and tiny builders.
+
+:func:`load_model` is the one entry point: a preset name, hub id or local path and the task it is
+for, to a :class:`~vidforge.models.bundle.ModelBundle`. Importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+from vidforge.models.registry import (
+    DEFAULT_MODELS,
+    PRESETS,
+    TASK_FAMILY,
+    ModelSource,
+    Preset,
+    available_models,
+    resolve_model,
+)
+
+# family -> the module whose ``load(source, device, dtype, seed)`` builds its bundle
+LOADERS = {
+    "instruct-pix2pix": "vidforge.models.instruct_pix2pix",
+    "text-to-video": "vidforge.models.text_to_video",
+    "dynamicrafter": "vidforge.models.dynamicrafter.load",
+}
+
+
+def load_model(name_or_path: str | os.PathLike | None, task: str, device="cpu", dtype=None, seed: int = 0):
+    """Resolve ``--model`` for ``task`` ("stylize", "animate" or "extend") and load it onto
+    ``device`` in ``dtype`` (default float32); ``tiny`` is built with seeded random weights."""
+    import torch
+
+    source = name_or_path if isinstance(name_or_path, ModelSource) else resolve_model(name_or_path, task)
+    loader = importlib.import_module(LOADERS[source.family])
+    return loader.load(source, torch.device(device), dtype or torch.float32, seed)
+
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "LOADERS",
+    "PRESETS",
+    "TASK_FAMILY",
+    "ModelSource",
+    "Preset",
+    "available_models",
+    "load_model",
+    "resolve_model",
+]

@@ -1,0 +1,83 @@
+"""The one type every loader returns: a model's networks, its noise schedule and its native size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vidforge.sampling.schedules import NoiseSchedule
+
+
+@dataclass
+class ModelBundle:
+    """Everything a command needs from one model.
+
+    ``family`` is ``"instruct-pix2pix"`` (stylize), ``"text-to-video"`` (diffusers
+    ``UNet3DConditionModel``: ModelScope, zeroscope) or ``"dynamicrafter"`` (animate, ``extend
+    --image``; then ``network`` is the whole :class:`~vidforge.models.dynamicrafter.network.DynamiCrafter`
+    and ``unet``, ``vae``, ``text_encoder`` are its parts).
+    """
+
+    name: str  # what the user asked for: preset, hub id or path
+    family: str
+    unet: torch.nn.Module
+    vae: torch.nn.Module  # diffusers AutoencoderKL
+    text_encoder: torch.nn.Module
+    tokenizer: object | None  # None: the network tokenizes itself (DynamiCrafter, open_clip)
+    noise_schedule: NoiseSchedule
+    frames: int = 1  # native clip length (1: an image model)
+    height: int | None = None  # native frame size; None: any
+    width: int | None = None
+    is_tiny: bool = False
+    network: torch.nn.Module | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def config(self):
+        """The DynamiCrafter release config (None for the diffusers families)."""
+        return getattr(self.network, "config", None)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent pixel: ``2 ** (VAE levels - 1)``, as diffusers derives it."""
+        return vae_scale_factor(self.vae)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def unet_downsample(self) -> int:
+        """Spatial downsampling inside the UNet (latent sizes should be multiples of it)."""
+        if self.config is not None:
+            return 2 ** (len(self.config.unet.channel_mult) - 1)
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings ``(N, L, D)`` as the UNet's cross-attention takes them."""
+        if self.network is not None:
+            return self.network.encode_text(prompts)
+        from vidforge.models.text import encode_prompts
+
+        return encode_prompts(self.tokenizer, self.text_encoder, prompts, self.device, self.dtype)
+
+
+def vae_scale_factor(vae) -> int:
+    """``2 ** (len(block_out_channels) - 1)``: 8 for Stable Diffusion's 4-level VAE."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def prepare_modules(device, dtype, *modules: torch.nn.Module) -> None:
+    """Frozen, in eval mode, on ``device`` in ``dtype`` (pretrained parts are loaded in it already)."""
+    for module in modules:
+        module.eval().requires_grad_(False).to(device)
+        if next(module.parameters()).dtype != dtype:
+            module.to(dtype)
