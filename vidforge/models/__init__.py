@@ -19,7 +19,7 @@ from vidforge.models.registry import (
     resolve_model,
 )
 
-# family -> the module whose ``load(source, device, dtype, seed)`` builds its bundle
+# family -> the module whose ``load(source, device, dtype)`` builds its bundle
 LOADERS = {
     "instruct-pix2pix": "vidforge.models.instruct_pix2pix",
     "text-to-video": "vidforge.models.text_to_video",
@@ -27,14 +27,15 @@ LOADERS = {
 }
 
 
-def load_model(name_or_path: str | os.PathLike | None, task: str, device="cpu", dtype=None, seed: int = 0):
+def load_model(name_or_path: str | os.PathLike | ModelSource | None, task: str, device="cpu", dtype=None):
     """Resolve ``--model`` for ``task`` ("stylize", "animate" or "extend") and load it onto
-    ``device`` in ``dtype`` (default float32); ``tiny`` is built with seeded random weights."""
+    ``device`` in ``dtype`` (default float32). ``tiny`` is one fixed model (random weights from
+    seed 0), whatever the run's ``--seed``."""
     import torch
 
     source = name_or_path if isinstance(name_or_path, ModelSource) else resolve_model(name_or_path, task)
     loader = importlib.import_module(LOADERS[source.family])
-    return loader.load(source, torch.device(device), dtype or torch.float32, seed)
+    return loader.load(source, torch.device(device), dtype or torch.float32)
 
 
 __all__ = [

@@ -57,9 +57,9 @@ def build_tiny(seed: int = 0) -> ModelBundle:
     )  # fmt: skip
 
 
-def load(source: ModelSource, device: torch.device, dtype: torch.dtype, seed: int = 0) -> ModelBundle:
+def load(source: ModelSource, device: torch.device, dtype: torch.dtype) -> ModelBundle:
     """``tiny`` or a diffusers InstructPix2Pix folder / hub id, every part on ``device`` in ``dtype``."""
-    bundle = build_tiny(seed) if source.is_tiny else load_pretrained(source, dtype)
+    bundle = build_tiny() if source.is_tiny else load_pretrained(source, dtype)
     prepare_modules(device, dtype, bundle.unet, bundle.vae, bundle.text_encoder)
     return bundle
 

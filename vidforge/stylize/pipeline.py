@@ -126,7 +126,7 @@ class StylizePipeline:
         device = select_device(options.device)
         dtype = select_dtype(device, options.dtype)
         backend = select_backend(options.attention, device)
-        return cls(load_model(options.model, "stylize", device, dtype, options.seed), device, dtype, backend)
+        return cls(load_model(options.model, "stylize", device, dtype), device, dtype, backend)
 
     # ------------------------------------------------------------------------------------- helpers
 

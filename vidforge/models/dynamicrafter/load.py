@@ -24,7 +24,7 @@ from vidforge.models.registry import ModelSource
 FAMILY = "dynamicrafter"
 
 
-def load(source: ModelSource, device: torch.device, dtype: torch.dtype, seed: int = 0) -> ModelBundle:
+def load(source: ModelSource, device: torch.device, dtype: torch.dtype) -> ModelBundle:
     """``tiny`` (seeded random weights) or a release checkpoint, as a :class:`ModelBundle`."""
     network = load_network(source, device, dtype)
     check_schedule(network, source.name)
