@@ -60,6 +60,12 @@ class ClipPlan:
             return slice(0, self.clip_frames)
         return slice(self.prompt_frames, self.clip_frames)
 
+    @classmethod
+    def for_run(cls, options: ExtendOptions, n: int, init_frames: np.ndarray | None) -> ClipPlan:
+        """The plan of a run: ``--frames`` counts the init video's frames too."""
+        done = len(init_frames) if init_frames is not None else 0
+        return cls(n, options.prompt_frames, options.frames - done, options.keep_prompt_frames, done == 0)
+
     @property
     def num_clips(self) -> int:
         if self.target <= 0:
@@ -104,13 +110,7 @@ def run(
     bars = bars or Bars(disable=True)
     # 0. Check inputs (no model is loaded for a bad option, file or output)
     options.validate()
-    image = image if image is not None else options.image
-    if image is not None and model is None:
-        check_image_preset(options.model)
-    image = load_image(image, "--image") if image is not None else None
-    init = init if init is not None else options.init
-    if isinstance(init, str | os.PathLike):
-        check_video_path(init, "--init")
+    image, init = check_inputs(options, image, init, model)
     output = check_output(options, output, overwrite)
     checkpoint = Checkpoint.load(state_dir_for(output), options) if options.resume else None
 
@@ -123,18 +123,13 @@ def run(
     check_prompt_frames(options.prompt_frames, n)
     height, width = prepare_size(options, bundle)
     init_frames, fps = prepare_init(init, options, width, height, default_fps(bundle))
-    plan = ClipPlan(
-        n, options.prompt_frames, options.frames - (len(init_frames) if init_frames is not None else 0),
-        options.keep_prompt_frames, first_from_noise=init_frames is None,
-    )  # fmt: skip
+    plan = ClipPlan.for_run(options, n, init_frames)
 
     # 3. Conditions: prompt and negative prompt (and with --image the image's tokens and latent)
     conditions = prepare_conditions(bundle, options, image, height, width)
 
-    # 4. Timesteps (DDIM) and the latent shape of one clip
+    # 4. Timesteps (DDIM)
     schedule = ddim_schedule(bundle.noise_schedule, options.steps)
-    s = bundle.vae_scale_factor
-    shape = (1, bundle.latent_channels, n, height // s, width // s)
 
     # 5. Starting state: resumed checkpoint, DDIM inversion of --init, or nothing (clip 0 from noise)
     generator, state, checkpoint = starting_state(
@@ -144,19 +139,13 @@ def run(
     # 6. Generate clip by clip; decode each clip's new frames and stream them out
     with ExtendSink(output, fps, checkpoint) as sink:
         sink.replay(init_frames, options.frames)
-        clips = sample_reuse_and_diffuse(
-            conditions.denoiser, schedule, shape, num_clips=plan.num_clips,
-            prompt_frames=options.prompt_frames, noise_recycle=options.noise_recycle,
-            staged_guidance=options.staged_guidance, eta=options.eta, generator=generator, state=state,
-            device=bundle.device, dtype=bundle.dtype,
-            progress=lambda steps, k: bars.track(steps, f"clip {k + 1}/{plan.num_clips}", total=len(steps)),
-        )  # fmt: skip
+        clips = reuse_and_diffuse(
+            conditions, schedule, plan, options, bundle, (height, width), generator, state, bars
+        )
         total = max(0, plan.num_clips - state.clip_index)
         for k, z0, next_state in bars.track(clips, "clips", total=total):
             state = next_state
-            latents = z0[0, :, plan.new_frames(k)].permute(1, 0, 2, 3)  # (F, C, h, w)
-            latents = latents[: options.frames - sink.num_frames]
-            frames = to_uint8(decode_latents(bundle.vae, latents, DECODE_CHUNK, vae_dtype(bundle)))
+            frames = decode_clip(bundle, z0, plan.new_frames(k), options.frames - sink.num_frames)
             sink.add_clip(frames, state, generator)
             if callback is not None:
                 callback(k, sink.num_frames)
@@ -173,6 +162,19 @@ def run(
 
 
 # -------------------------------------------------------------------------------------------- steps
+
+
+def check_inputs(options: ExtendOptions, image, init, model) -> tuple[np.ndarray | None, VideoInput | None]:
+    """``--image`` read (after refusing a preset that cannot take it) and ``--init`` checked
+    (read later, at the model's frame size); both default to the options'."""
+    image = image if image is not None else options.image
+    if image is not None and model is None:
+        check_image_preset(options.model)
+    image = load_image(image, "--image") if image is not None else None
+    init = init if init is not None else options.init
+    if isinstance(init, str | os.PathLike):
+        check_video_path(init, "--init")
+    return image, init
 
 
 def check_output(options: ExtendOptions, output, overwrite: bool) -> Path | None:
@@ -268,9 +270,25 @@ def default_fps(bundle: ModelBundle) -> float:
     return float(output_fps(bundle.config, bundle.config.default_fps))
 
 
-def vae_dtype(bundle: ModelBundle) -> torch.dtype | None:
-    """DynamiCrafter decodes in fp32 (fp16 VAE decodes give NaNs); others in the VAE's own dtype."""
-    return torch.float32 if bundle.family == "dynamicrafter" else None
+def reuse_and_diffuse(conditions, schedule, plan: ClipPlan, options, bundle, size, generator, state, bars):
+    """The clip iterator of :func:`~vidforge.extend.sampler.sample_reuse_and_diffuse` for this run:
+    clips of ``N`` latent frames at ``size = (height, width)``, from ``state`` on."""
+    factor = bundle.vae_scale_factor
+    shape = (1, bundle.latent_channels, plan.clip_frames, size[0] // factor, size[1] // factor)
+    return sample_reuse_and_diffuse(
+        conditions.denoiser, schedule, shape, num_clips=plan.num_clips, prompt_frames=options.prompt_frames,
+        noise_recycle=options.noise_recycle, staged_guidance=options.staged_guidance, eta=options.eta,
+        generator=generator, state=state, device=bundle.device, dtype=bundle.dtype,
+        progress=lambda steps, k: bars.track(steps, f"clip {k + 1}/{plan.num_clips}", total=len(steps)),
+    )  # fmt: skip
+
+
+def decode_clip(bundle: ModelBundle, z0: torch.Tensor, frames: slice, limit: int) -> np.ndarray:
+    """The ``frames`` of a clip's latents ``(1, C, N, h, w)`` (at most ``limit``), decoded to uint8
+    ``(F, H, W, 3)``; DynamiCrafter decodes in fp32 (fp16 VAE decodes give NaNs)."""
+    latents = z0[0, :, frames].permute(1, 0, 2, 3)[:limit]  # (F, C, h, w)
+    dtype = torch.float32 if bundle.family == "dynamicrafter" else None
+    return to_uint8(decode_latents(bundle.vae, latents, DECODE_CHUNK, dtype))
 
 
 def prepare_init(
