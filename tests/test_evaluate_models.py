@@ -312,3 +312,18 @@ def test_flows_computed_once_and_shared_by_warp_error_and_motion(tmp_path, monke
         np.array_equal(s[0], t[0]) and np.array_equal(s[1], t[1])
         for s, t in zip(serial, threaded, strict=True)
     )
+
+
+def test_frames_score_like_the_file_they_came_from(tmp_path):
+    """``run()`` takes frames as well as paths, in every command; evaluate too."""
+    from conftest import textured_frames
+
+    from vidforge.core.writers import write_video
+
+    frames = textured_frames(6, 32, 32)
+    path = write_video(tmp_path / "v.png", frames, fps=8)  # a lossless PNG sequence
+    options = EvaluateOptions(metrics=("flicker", "motion"))
+    from_path, from_frames = run([str(path)], options), run(frames, options)
+    assert from_frames.videos[0].video == "video 0"
+    for name in options.metrics:
+        assert from_frames.videos[0].metrics[name].value == from_path.videos[0].metrics[name].value

@@ -218,3 +218,16 @@ def test_cli_missing_or_corrupt_image(tmp_path, content, message):
     assert result.exit_code == 1
     assert "--image" in result.stderr and message in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists()
+
+
+def test_cli_image_and_init_with_the_tiny_v_prediction_model_writes_24_frames(
+    tmp_path, image_path, clip_path
+):
+    out = tmp_path / "out.mp4"
+    result = runner.invoke(
+        app,
+        ["extend", "--prompt", "a boat", "--image", str(image_path), "--init", str(clip_path), "--model", "tiny",
+         "--frames", "24", "--steps", "2", "-o", str(out), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frames"] == 24 and read_video(out).num_frames == 24

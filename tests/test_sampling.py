@@ -310,3 +310,109 @@ def test_schedule_mismatches_flags_wrong_release():
     }
     assert schedule_mismatches(cfg512, wrong) == ["alphas_cumprod", "scale_arr"]
     assert schedule_mismatches(CONFIGS["256"], {"scale_arr": dynamic_rescale_arr(0.7)}) == ["scale_arr"]
+
+
+# ----------------------------------------------------------------------- against diffusers' schedulers
+
+
+def diffusers_loop(scheduler, model, x, steps, generator=None, **step_kwargs):
+    """The reference loop: a diffusers scheduler stepping ``model``'s ε."""
+    scheduler.set_timesteps(steps)
+    x = x * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        eps = model(scheduler.scale_model_input(x, t), t)
+        x = scheduler.step(eps, t, x, generator=generator, **step_kwargs).prev_sample
+    return x
+
+
+def eps_model(x, t):
+    return 0.2 * x.roll(1, dims=-1) + torch.as_tensor(t).float() / 2000
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_ddim_equals_diffusers_ddim_scheduler_bit_for_bit(eta, spacing):
+    """The SD family's DDIM (extend's text-to-video models, stylize) is diffusers' ``DDIMScheduler``
+    step for step, η-noise included, so the official Reuse-and-Diffuse loop is reproduced exactly."""
+    from diffusers import DDIMScheduler
+
+    from vidforge.core.device import randn
+    from vidforge.sampling.schedules import SD_SCHEDULE, diffusers_noise_schedule
+
+    config = dict(SD_SCHEDULE, timestep_spacing=spacing)
+    x = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    scheduler = DDIMScheduler.from_config(config)
+    scheduler.set_timesteps(10)
+    g, reference = torch.Generator().manual_seed(1), x
+    for t in scheduler.timesteps:
+        noise = randn(x.shape, g, x.device, x.dtype) if eta > 0 else None
+        reference = scheduler.step(
+            eps_model(reference, t), t, reference, eta=eta, variance_noise=noise
+        ).prev_sample
+    schedule = ddim_schedule(diffusers_noise_schedule(config), 10)
+    ours = sample_ddim(
+        Denoiser(eps_model, "epsilon"), x, schedule, eta=eta, generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(ours, reference)
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+def test_euler_samplers_equal_diffusers_euler_schedulers(ancestral):
+    from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+
+    from vidforge.sampling.euler import sample_euler
+    from vidforge.sampling.schedules import SD_SCHEDULE, diffusers_noise_schedule, sigma_schedule
+
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cls = EulerAncestralDiscreteScheduler if ancestral else EulerDiscreteScheduler
+    reference = diffusers_loop(
+        cls.from_config(SD_SCHEDULE), eps_model, x, 6, torch.Generator().manual_seed(2)
+    )
+    schedule = sigma_schedule(diffusers_noise_schedule(SD_SCHEDULE), 6, ancestral=ancestral)
+    ours = sample_euler(
+        Denoiser(eps_model, "epsilon"), x * schedule.init_noise_sigma, schedule,
+        generator=torch.Generator().manual_seed(2), ancestral=ancestral,
+    )  # fmt: skip
+    torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ddim_inversion_then_sampling_returns_to_the_start(prediction_type):
+    """Every DDIM state of a fixed (x0, ε) is ``√ᾱ·s·x0 + √(1-ᾱ)·ε``. Given the network's exact
+    output at the sample's own level, inversion from t = 0 climbs that path to the first timestep
+    and sampling comes back down: for ε, and for v with zero SNR and the dynamic rescale (512)."""
+    from vidforge.sampling.ddim import invert_ddim
+
+    settings = SETTINGS_512 if prediction_type == "v_prediction" else SETTINGS_256
+    noise = lvdm_noise_schedule(**settings)
+    schedule = ddim_schedule(noise, 12)
+    g = torch.Generator().manual_seed(5)
+    x0, eps = torch.randn(1, 4, 2, 4, 4, generator=g), torch.randn(1, 4, 2, 4, 4, generator=g)
+    ts = schedule.timesteps.tolist()
+    scale = dynamic_rescale_arr(0.7) if prediction_type == "v_prediction" else torch.ones(1400)
+
+    def oracle(levels):
+        """ε, or v at ᾱ with content s·x0, for the level ``levels[t]`` the sample is at when the
+        network is called with ``t``."""
+
+        def model(x, t):
+            if prediction_type == "epsilon":
+                return eps.expand_as(x)
+            a, s = levels[int(t)]
+            return a.sqrt() * eps - (1 - a).sqrt() * s * x0
+
+        return Denoiser(model, prediction_type)
+
+    sampling_levels = {t: (schedule.alphas_cumprod[i], scale[t]) for i, t in enumerate(ts)}
+    # inversion calls the network with t_i on the sample at t_{i+1} (after the last step: ᾱ_0 and
+    # the last step's own scale)
+    nxt = ts[1:] + [ts[-1]]
+    inversion_levels = {t: (schedule.alphas_cumprod_prev[i], scale[nxt[i]]) for i, t in enumerate(ts)}
+    a0, s_last = noise.alphas_cumprod[0], scale[ts[-1]]
+    start = a0.sqrt() * s_last * x0 + (1 - a0).sqrt() * eps  # where sampling ends
+    z_T = invert_ddim(oracle(inversion_levels), start, schedule)
+    a_T, s_T = schedule.alphas_cumprod[0], scale[ts[0]]
+    torch.testing.assert_close(z_T, a_T.sqrt() * s_T * x0 + (1 - a_T).sqrt() * eps, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        sample_ddim(oracle(sampling_levels), z_T, schedule), start, rtol=1e-4, atol=1e-4
+    )

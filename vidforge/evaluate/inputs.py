@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from vidforge.core.video_io import IMAGE_SUFFIXES
@@ -17,13 +18,17 @@ def is_png_sequence(path: Path) -> bool:
     return not any(p.suffix.lower() in VIDEO_FILE_SUFFIXES or p.is_dir() for p in path.iterdir())
 
 
-def expand_inputs(items: list[str], what: str = "video") -> list[Path]:
+def expand_inputs(items: list, what: str = "video") -> list:
     """Turn CLI arguments into a flat list of videos, in order, without duplicates.
 
     A folder of PNG frames is one video; any other folder contributes its video files (sorted, not
-    recursive); a ``.txt`` file lists one path per line (relative to the list; ``#`` comments)."""
-    videos: list[Path] = []
+    recursive); a ``.txt`` file lists one path per line (relative to the list; ``#`` comments).
+    Videos given as frames (arrays, :class:`~vidforge.core.video_io.Video`) pass through as they are."""
+    videos: list = []
     for item in items:
+        if not isinstance(item, str | os.PathLike):
+            videos.append(item)
+            continue
         path = Path(item)
         if not path.exists():
             raise VidforgeError(f"{what} {item!r} does not exist")
@@ -47,7 +52,15 @@ def expand_inputs(items: list[str], what: str = "video") -> list[Path]:
             videos += found
         else:
             videos.append(path)
-    return list(dict.fromkeys(videos))
+    seen: set[Path] = set()
+    unique = []  # each path once (where it first appears); frames always
+    for video in videos:
+        if isinstance(video, Path):
+            if video in seen:
+                continue
+            seen.add(video)
+        unique.append(video)
+    return unique
 
 
 def is_image(path: str | Path) -> bool:

@@ -17,7 +17,7 @@ import torch
 
 from vidforge.core.flow import compute_flow, raft_flows
 from vidforge.core.progress import Bars, Timer
-from vidforge.core.video_io import read_image, read_video, resize_frames
+from vidforge.core.video_io import Video, VideoInput, load_video, read_image, read_video, resize_frames
 from vidforge.errors import VidforgeError, first_line
 from vidforge.evaluate import clip_metrics, fvd, metrics, perceptual
 from vidforge.evaluate.inputs import expand_inputs, is_image, is_png_sequence
@@ -108,12 +108,13 @@ class Lazy:
 
 @torch.no_grad()
 def run(
-    videos: list[str] | str,
+    videos: list[VideoInput] | VideoInput,
     options: EvaluateOptions | None = None,
     bars: Bars | None = None,
     distance: perceptual.Distance | None = None,
 ) -> Report:
-    """Score ``videos`` (files, folders or ``.txt`` lists) with ``options.metrics``.
+    """Score ``videos`` (files, folders, ``.txt`` lists, frames or :class:`Video` objects) with
+    ``options.metrics``.
 
     ``distance`` replaces the PIC distance model (DreamSim/LPIPS), e.g. for tests."""
     options = options or EvaluateOptions()
@@ -122,7 +123,8 @@ def run(
 
     # 0. Check inputs: options, the video list, the source (one video, an image, or a set)
     options.validate()
-    paths = expand_inputs([videos] if isinstance(videos, str | Path) else list(videos))
+    items = [videos] if isinstance(videos, str | Path | np.ndarray | Video) else list(videos)
+    paths = expand_inputs(items)
     sources, reference = _prepare_sources(options, len(paths))
     device = _device(options)
 
@@ -139,9 +141,10 @@ def run(
     per_video = [m for m in dict.fromkeys(options.metrics) if m not in SET_METRICS]
     wants_sets = any(m in SET_METRICS for m in options.metrics)
     for path, source in bars.track(list(zip(paths, sources, strict=True)), "videos", total=len(paths)):
-        frames = read_video(path, options.max_frames, options.resize).frames
+        frames = load_video(path, options.max_frames, options.resize).frames
         scorer = VideoScorer(frames, source, options, models, bars, decoded_sources)
-        reports.append(VideoReport(str(path), {m: scorer.score(m) for m in per_video}, len(frames)))
+        label = str(path) if isinstance(path, Path) else f"video {len(reports)}"
+        reports.append(VideoReport(label, {m: scorer.score(m) for m in per_video}, len(frames)))
         if wants_sets:
             features.append(_features(frames, path, options, models["i3d"], device))
 
