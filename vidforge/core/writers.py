@@ -45,7 +45,26 @@ def atomic_path(path: str | os.PathLike):
             tmp.unlink()
 
 
-class Writer:
+class AbortOnError:
+    """As a context manager: ``close()`` on success, ``abort()`` on any exception (Ctrl-C included)."""
+
+    def close(self):
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Writer(AbortOnError):
     """Stream ``(F, H, W, 3)`` uint8 chunks to ``path`` under a temporary name.
 
     ``close()`` finishes the file and renames it onto ``path``; ``abort()`` (or an exception inside
@@ -97,15 +116,6 @@ class Writer:
             self._release()
         with contextlib.suppress(Exception):
             self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
-    def __enter__(self) -> Writer:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class Mp4Writer(Writer):
@@ -216,12 +226,12 @@ def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
-class Sink:
+class Sink(AbortOnError):
     """Where a command's frames go: streamed to a :class:`Writer` when there is an output path,
     kept in memory otherwise (then :attr:`frames` holds them all).
 
     As a context manager it closes the file on success and aborts it (nothing left under the
-    output name) on any exception, Ctrl-C included.
+    output name) on any exception.
     """
 
     def __init__(
@@ -253,15 +263,6 @@ class Sink:
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.abort()
-
-    def __enter__(self) -> Sink:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def pad_even(frame: np.ndarray) -> np.ndarray:

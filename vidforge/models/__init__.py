@@ -19,7 +19,7 @@ from vidforge.models.registry import (
     resolve_model,
 )
 
-# family -> the module whose ``load(source, device, dtype)`` builds its bundle
+# family -> the module whose ``build_tiny()`` and ``load_pretrained(source, dtype)`` build its bundle
 LOADERS = {
     "instruct-pix2pix": "vidforge.models.instruct_pix2pix",
     "text-to-video": "vidforge.models.text_to_video",
@@ -33,9 +33,13 @@ def load_model(name_or_path: str | os.PathLike | ModelSource | None, task: str, 
     seed 0), whatever the run's ``--seed``."""
     import torch
 
+    from vidforge.models.bundle import prepare_modules
+
     source = name_or_path if isinstance(name_or_path, ModelSource) else resolve_model(name_or_path, task)
-    loader = importlib.import_module(LOADERS[source.family])
-    return loader.load(source, torch.device(device), dtype or torch.float32)
+    family = importlib.import_module(LOADERS[source.family])
+    dtype = dtype or torch.float32
+    bundle = family.build_tiny() if source.is_tiny else family.load_pretrained(source, dtype)
+    return prepare_modules(bundle, torch.device(device), dtype)
 
 
 __all__ = [

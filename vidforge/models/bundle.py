@@ -75,9 +75,14 @@ def vae_scale_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def prepare_modules(device, dtype, *modules: torch.nn.Module) -> None:
-    """Frozen, in eval mode, on ``device`` in ``dtype`` (pretrained parts are loaded in it already)."""
+def prepare_modules(bundle: ModelBundle, device, dtype) -> ModelBundle:
+    """Every network of ``bundle`` frozen, in eval mode, on ``device`` in ``dtype`` (pretrained
+    parts are loaded in it already)."""
+    modules = (
+        [bundle.network] if bundle.network is not None else [bundle.unet, bundle.vae, bundle.text_encoder]
+    )
     for module in modules:
         module.eval().requires_grad_(False).to(device)
         if next(module.parameters()).dtype != dtype:
             module.to(dtype)
+    return bundle

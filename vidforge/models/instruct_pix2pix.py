@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from vidforge.errors import VidforgeError
-from vidforge.models.bundle import ModelBundle, prepare_modules
+from vidforge.models.bundle import ModelBundle
 from vidforge.models.diffusers_folder import load_diffusers_folder
 from vidforge.models.registry import ModelSource
 from vidforge.models.tiny import seeded
@@ -55,13 +55,6 @@ def build_tiny(seed: int = 0) -> ModelBundle:
         "tiny", FAMILY, unet.eval(), tiny_vae(seed + 1), tiny_text_encoder(seed + 2), OpenClipTokenizer(),
         diffusers_noise_schedule(), is_tiny=True,
     )  # fmt: skip
-
-
-def load(source: ModelSource, device: torch.device, dtype: torch.dtype) -> ModelBundle:
-    """``tiny`` or a diffusers InstructPix2Pix folder / hub id, every part on ``device`` in ``dtype``."""
-    bundle = build_tiny() if source.is_tiny else load_pretrained(source, dtype)
-    prepare_modules(device, dtype, bundle.unet, bundle.vae, bundle.text_encoder)
-    return bundle
 
 
 def load_pretrained(source: ModelSource, dtype: torch.dtype) -> ModelBundle:

@@ -24,11 +24,18 @@ from vidforge.models.registry import ModelSource
 FAMILY = "dynamicrafter"
 
 
-def load(source: ModelSource, device: torch.device, dtype: torch.dtype) -> ModelBundle:
-    """``tiny`` (seeded random weights) or a release checkpoint, as a :class:`ModelBundle`."""
-    network = load_network(source, device, dtype)
+def build_tiny() -> ModelBundle:
+    """The tiny release config with seeded random weights (512-style sampling)."""
+    network = build_model("tiny")
+    network.schedule = {}
+    return bundle(network, "tiny", is_tiny=True)
+
+
+def load_pretrained(source: ModelSource, dtype: torch.dtype) -> ModelBundle:
+    """A release checkpoint (preset, hub id or local file), its schedule buffers checked."""
+    network = load_network(source, "cpu", dtype)
     check_schedule(network, source.name)
-    return bundle(network, source.name, is_tiny=source.is_tiny)
+    return bundle(network, source.name)
 
 
 def bundle(network: DynamiCrafter, name: str, is_tiny: bool = False) -> ModelBundle:
