@@ -120,13 +120,18 @@ class StylizePipeline:
         self.clip = None
 
     @classmethod
-    def from_options(cls, options: StylizeOptions) -> StylizePipeline:
+    def from_options(cls, options: StylizeOptions, model: ModelBundle | None = None) -> StylizePipeline:
+        """The pipeline on ``options``' hardware, over ``model`` (loaded from ``options.model`` if None)."""
         from vidforge.models import load_model
 
-        device = select_device(options.device)
+        if model is not None and options.device == "auto":  # a loaded model stays where it is
+            device = model.device
+        else:
+            device = select_device(options.device)
         dtype = select_dtype(device, options.dtype)
         backend = select_backend(options.attention, device)
-        return cls(load_model(options.model, "stylize", device, dtype), device, dtype, backend)
+        model = model or load_model(options.model, "stylize", device, dtype)
+        return cls(model, device, dtype, backend)
 
     # ------------------------------------------------------------------------------------- helpers
 
@@ -425,11 +430,13 @@ def run(
     bars: Bars | None = None,
     pipeline: StylizePipeline | None = None,
     *,
+    model: ModelBundle | None = None,
     overwrite: bool = False,
 ) -> Result:
     """Stylize a video (a file, a PNG folder, ``(F, H, W, 3)`` uint8 frames or a :class:`Video`)
     with Style-A-Video; write ``output`` (fps and audio of the input) or, without an output path,
     return the frames in :attr:`Result.frames`. An existing ``output`` needs ``overwrite``.
+    ``model`` (a loaded bundle) or ``pipeline`` skip loading.
 
     With an output path, memory is bounded in video length: the input is read, stylized and
     written one chunk of ``--batch-frames`` frames at a time."""
@@ -444,7 +451,7 @@ def run(
     # 1. Open the input (optionally first N frames, resized): probe now, read chunk by chunk later
     info, chunks = open_input(input, options)
     # 2. Load the models
-    pipeline = pipeline or StylizePipeline.from_options(options)
+    pipeline = pipeline or StylizePipeline.from_options(options, model)
     # 3. Each chunk at the processing size (multiples of the VAE's scale factor)
     out_size = info.size
     size = processing_size(*out_size, pipeline.bundle.vae_scale_factor)
