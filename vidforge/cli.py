@@ -137,6 +137,9 @@ def _options(cls, params: dict, **converted):
 def stylize(
     input: Annotated[Path, typer.Argument(help="Input video.", show_default=False)],
     style: Annotated[str, typer.Option(help="Style prompt, e.g. 'ink wash painting'.", show_default=False)],
+    mode: Annotated[
+        str, typer.Option(help="frames: the diffusion model on every frame (Style-A-Video).")
+    ] = StylizeOptions.mode,
     output: Output = None,
     model: Model = None,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = StylizeOptions.steps,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ class RunOptions:
     attention: str = "auto"
 
     def validate(self) -> None:
+        check_finite(self)
         check(self.steps >= 1, f"--steps must be at least 1 (got {self.steps})")
         check(self.steps <= 1000, f"--steps must be at most 1000, the training timesteps (got {self.steps})")
         check(
@@ -36,6 +39,21 @@ class RunOptions:
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise OptionError(message)
+
+
+def check_finite(options) -> None:
+    """Every float of an options object (tuples included) must be finite: NaN or ±inf in a scale
+    or a strength gives NaN latents, i.e. black frames, without any error."""
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise OptionError(f"{option(f.name)} must be a finite number (got {v})")
+
+
+def option(name: str) -> str:
+    """The command-line spelling of an options field: ``text_scale`` -> ``--text-scale``."""
+    return "--" + name.replace("_", "-")
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidforge.core.options import check
+from vidforge.core.options import check, check_finite
 
 WEIGHT_FREE_METRICS = ("warp-error", "flicker", "motion", "repetition")
 MODEL_METRICS = ("clip-text", "clip-frame", "clip-content", "pic", "fvd", "kvd")
@@ -36,6 +36,7 @@ class EvaluateOptions:
     seed: int = 0
 
     def validate(self) -> None:
+        check_finite(self)
         unknown = [m for m in self.metrics if m not in METRICS]
         check(
             not unknown, f"--metric: unknown metric {', '.join(unknown)} (choose from {', '.join(METRICS)})"

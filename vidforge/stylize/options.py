@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from vidforge.core.options import RunOptions, check
 
 TEXT_BRANCHES = ("paper", "image")
+MODES = ("frames",)  # frames: the diffusion model on every frame (Style-A-Video)
 # Only samplers whose step reads (z_t, eps_t) alone: latent fusion rewrites eps and the CLIP step
 # shifts z_t between steps, which would silently invalidate a multistep solver's history.
 SCHEDULERS = ("ddim", "euler", "euler-a")
@@ -16,6 +17,7 @@ MULTISTEP_SCHEDULERS = ("dpm-solver", "dpm-solver++", "unipc", "lms", "pndm", "h
 @dataclass(frozen=True)
 class StylizeOptions(RunOptions):
     style: str = ""  # the style prompt, e.g. "ink wash painting"
+    mode: str = "frames"
     steps: int = 30  # DDIM 30 steps (paper)
     # four-branch guidance: eps∅ + sI(epsI-eps∅) + sT(epsT-eps∅) + sM(epsM-eps∅)
     image_scale: float = 1.5  # sI: low end of SPEC's 1.5-2.5 sweep, InstructPix2Pix's own default
@@ -42,6 +44,7 @@ class StylizeOptions(RunOptions):
     def validate(self) -> None:
         super().validate()
         check(bool(self.style.strip()), "--style must not be empty (give a style prompt, e.g. 'ink wash')")
+        check(self.mode in MODES, f"--mode must be one of {', '.join(MODES)}")
         check(self.text_branch in TEXT_BRANCHES, f"--text-branch must be one of {', '.join(TEXT_BRANCHES)}")
         if self.scheduler in MULTISTEP_SCHEDULERS:
             check(
