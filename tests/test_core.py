@@ -106,7 +106,7 @@ def test_missing_weights_fail_fast_offline_naming_model_and_cache(monkeypatch, t
     assert time.perf_counter() - start < 5
     message = str(info.value)
     assert "timbrooks/instruct-pix2pix" in message and str(tmp_path) in message
-    assert "hf download timbrooks/instruct-pix2pix" in message and "\n" not in message
+    assert "vidforge models download instruct-pix2pix" in message and "\n" not in message
 
 
 class _Payload:

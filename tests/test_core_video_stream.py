@@ -43,7 +43,7 @@ def test_gif_and_png_folder_stream(tmp_path):
     gif = write_video(tmp_path / "a.gif", frames, fps=10)  # decord cannot open GIF: PyAV decodes it
     assert chunk_sizes(iter_frames(gif, 2)) == [2, 2, 1]
     assert np.array_equal(np.concatenate(list(iter_frames(gif, 2))), read_video(gif).frames)
-    folder = write_video(tmp_path / "seq.png", frames, fps=7)
+    folder = write_video(tmp_path / "seq" / "%05d.png", frames, fps=7)
     chunks = list(iter_frames(folder, 2, max_frames=3))
     assert chunk_sizes(chunks) == [2, 1] and np.array_equal(np.concatenate(chunks), frames[:3])  # lossless
     info = probe_video(folder)

@@ -76,7 +76,7 @@ def test_tiny_clip_metrics_symmetry_and_ranges(tiny_clip):
 
 def test_run_clip_metrics_on_tiny_model(tmp_path):
     frames = moving_frames(num_frames=5)
-    video = write_video(tmp_path / "v.png", frames, fps=8)  # PNG sequence: lossless
+    video = write_video(tmp_path / "v" / "%05d.png", frames, fps=8)  # PNG sequence: lossless
     opts = EvaluateOptions(
         metrics=("clip-text", "clip-frame", "clip-content"),
         prompt="a texture",
@@ -94,7 +94,7 @@ def test_run_clip_metrics_on_tiny_model(tmp_path):
 
 def test_missing_clip_weights_fail_only_that_metric(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    video = write_video(tmp_path / "v.png", moving_frames(4), fps=8)
+    video = write_video(tmp_path / "v" / "%05d.png", moving_frames(4), fps=8)
     report = run(
         [str(video)], EvaluateOptions(metrics=("flicker", "clip-frame"), clip_model="ViT-B-32/openai")
     )
@@ -129,7 +129,7 @@ def test_run_pic_with_image_source_and_missing_extras(tmp_path):
     image = np.full((16, 16, 3), 100, np.uint8)
     Image.fromarray(image).save(tmp_path / "in.png")
     frames = np.stack([image, image + 51, image, image])
-    video = write_video(tmp_path / "v.png", frames, fps=8)
+    video = write_video(tmp_path / "v" / "%05d.png", frames, fps=8)
     opts = EvaluateOptions(metrics=("pic",), source=str(tmp_path / "in.png"))
     result = run([str(video)], opts, distance=mean_abs_distance).videos[0].metrics["pic"]
     assert result.value == pytest.approx(1 - 0.2 / 4) and "--source image" in result.variant
@@ -216,8 +216,8 @@ def test_fvd_kvd_pipeline_with_tiny_extractor(tmp_path, tiny_i3d):
     gen, ref = tmp_path / "gen", tmp_path / "ref"
     gen.mkdir(), ref.mkdir()
     for i in range(3):
-        write_video(gen / f"g{i}.png", moving_frames(5, seed=i), fps=8)
-        write_video(ref / f"r{i}.png", moving_frames(5, seed=10 + i) // 2, fps=8)
+        write_video(gen / f"g{i}" / "%05d.png", moving_frames(5, seed=i), fps=8)
+        write_video(ref / f"r{i}" / "%05d.png", moving_frames(5, seed=10 + i) // 2, fps=8)
     opts = dict(metrics=("fvd", "kvd"), i3d=str(tiny_i3d), fvd_frames=4, fvd_size=32, seed=3)
     report = run([str(gen)], EvaluateOptions(source=str(ref), **opts))
     fvd_result, kvd_result = report.sets["fvd"], report.sets["kvd"]
@@ -238,8 +238,8 @@ def test_fvd_refuses_single_video_and_missing_i3d(tmp_path, tiny_i3d, monkeypatc
     gen = tmp_path / "gen"
     gen.mkdir()
     for i in range(2):
-        write_video(gen / f"g{i}.png", moving_frames(5, seed=i), fps=8)
-    one = write_video(tmp_path / "one.png", moving_frames(5), fps=8)
+        write_video(gen / f"g{i}" / "%05d.png", moving_frames(5, seed=i), fps=8)
+    one = write_video(tmp_path / "one" / "%05d.png", moving_frames(5), fps=8)
     opts = dict(metrics=("fvd", "flicker"), fvd_frames=4, fvd_size=32)
     report = run([str(one)], EvaluateOptions(source=str(gen), i3d=str(tiny_i3d), **opts))
     assert "at least 2 videos per set" in report.sets["fvd"].error
@@ -272,7 +272,7 @@ def test_raft_without_cached_weights_is_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(VidforgeError, match="--flow dis") as e:
         flow.compute_flow(frames[0], frames[1], "raft")
     assert "\n" not in str(e.value)
-    video = write_video(tmp_path / "v.png", frames, fps=8)
+    video = write_video(tmp_path / "v" / "%05d.png", frames, fps=8)
     m = run([str(video)], EvaluateOptions(metrics=("flicker", "motion"), flow="raft")).videos[0].metrics
     assert m["flicker"].error is None and "RAFT-large weights" in m["motion"].error
 
@@ -300,7 +300,7 @@ def test_flows_computed_once_and_shared_by_warp_error_and_motion(tmp_path, monke
         return real(a, b, method)
 
     monkeypatch.setattr(pipeline, "compute_flow", counting)
-    video = write_video(tmp_path / "v.png", sliding_frames(5, shift=(2, 1)), fps=8)
+    video = write_video(tmp_path / "v" / "%05d.png", sliding_frames(5, shift=(2, 1)), fps=8)
     m = run([str(video)], EvaluateOptions(metrics=("warp-error", "motion"))).videos[0].metrics
     assert len(calls) == 2 * 4  # forward + backward for each of the 4 pairs, none again for motion
     assert m["motion"].value == pytest.approx(np.sqrt(5), rel=0.05)  # the window moves (2, 1) px
@@ -321,7 +321,7 @@ def test_frames_score_like_the_file_they_came_from(tmp_path):
     from vidforge.core.writers import write_video
 
     frames = textured_frames(6, 32, 32)
-    path = write_video(tmp_path / "v.png", frames, fps=8)  # a lossless PNG sequence
+    path = write_video(tmp_path / "v" / "%05d.png", frames, fps=8)  # a lossless PNG sequence
     options = EvaluateOptions(metrics=("flicker", "motion"))
     from_path, from_frames = run([str(path)], options), run(frames, options)
     assert from_frames.videos[0].video == "video 0"

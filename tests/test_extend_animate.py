@@ -150,8 +150,8 @@ def test_same_seed_same_frames_other_seed_other_frames(image_path, tiny_model):
 
 def test_resume_with_an_image_model_gives_the_uninterrupted_frames(tmp_path, image_path, tiny_model):
     opts = options(image_path, frames=12, clip_frames=8, eta=0.5)
-    full = extend.run(opts, output=tmp_path / "full.png", model=tiny_model)
-    out = tmp_path / "out.png"
+    full = extend.run(opts, output=tmp_path / "full" / "%05d.png", model=tiny_model)
+    out = tmp_path / "out" / "%05d.png"
 
     def interrupt(k, written):
         raise KeyboardInterrupt
@@ -191,7 +191,7 @@ def test_init_continues_a_video_with_an_epsilon_image_model(image_path, clip_pat
     [
         (["--model", "modelscope"], 2, "--image is not supported by --model modelscope"),
         (["--model", "dynamicrafter-512-interp"], 2, "is an interpolation model"),
-        (["--model", "dynamicrafter-512"], 1, "hf download Doubiiu/DynamiCrafter_512"),
+        (["--model", "dynamicrafter-512"], 1, "vidforge models download dynamicrafter-512"),
     ],
 )
 def test_cli_image_model_errors_are_one_line(tmp_path, image_path, args, code, message):

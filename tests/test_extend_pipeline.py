@@ -60,13 +60,13 @@ def test_image_is_refused_for_text_to_video_models():
 
 
 def test_real_model_missing_offline_is_one_line_error():
-    with pytest.raises(VidforgeError, match="hf download damo-vilab/text-to-video-ms-1.7b") as e:
+    with pytest.raises(VidforgeError, match="vidforge models download modelscope") as e:
         extend.run(replace(BASE, model="modelscope", frames=8))
     assert "\n" not in str(e.value)
 
 
 def test_init_video_is_continued(tmp_path, clip_path):
-    out = tmp_path / "out.png"
+    out = tmp_path / "out" / "%05d.png"
     result = extend.run(replace(BASE, frames=14, init=str(clip_path)), output=out)
     video = read_video(out)
     source = read_video(clip_path)
@@ -96,8 +96,8 @@ def interrupt_after(clip):
 
 def test_resume_after_interrupt_gives_the_uninterrupted_frames(tmp_path):
     options = replace(BASE, frames=24, eta=0.5)  # eta > 0: the RNG state must be restored too
-    full = extend.run(options, output=tmp_path / "full.png")
-    out = tmp_path / "out.png"
+    full = extend.run(options, output=tmp_path / "full" / "%05d.png")
+    out = tmp_path / "out" / "%05d.png"
     with pytest.raises(KeyboardInterrupt, match="12 frames written .* --resume"):
         extend.run(options, output=out, callback=interrupt_after(1))
     partial = read_video(out)  # a valid video of the finished clips
@@ -112,7 +112,7 @@ def test_resume_after_interrupt_gives_the_uninterrupted_frames(tmp_path):
 
 
 def test_resume_with_other_options_or_no_checkpoint_is_refused(tmp_path):
-    out = tmp_path / "out.png"
+    out = tmp_path / "out" / "%05d.png"
     with pytest.raises(VidforgeError, match="no checkpoint"):
         extend.run(replace(BASE, frames=12, resume=True), output=out)
     with pytest.raises(KeyboardInterrupt):
@@ -182,7 +182,7 @@ def test_cli_corrupt_init_video(tmp_path):
 
 def test_write_video_helper_roundtrip_used_by_init(tmp_path, frames):
     # guard: PNG sequences are lossless, which the resume/init comparisons rely on
-    path = write_video(tmp_path / "f.png", frames, fps=12)
+    path = write_video(tmp_path / "f" / "%05d.png", frames, fps=12)
     assert np.array_equal(read_video(path).frames, frames)
 
 
@@ -210,7 +210,7 @@ def test_local_folder_with_broken_weights_is_one_line_error(tmp_path):
 
 
 def test_cli_interrupted_output_suggests_resume(tmp_path):
-    out = tmp_path / "o.png"
+    out = tmp_path / "o" / "%05d.png"
     with pytest.raises(KeyboardInterrupt):
         extend.run(replace(BASE, frames=16), output=out, callback=interrupt_after(0))
     args = ["extend", "--prompt", BASE.prompt, "--model", "tiny", "--steps", "2", "--guidance-scale", "3",
@@ -253,7 +253,7 @@ def test_progress_is_a_clip_bar_with_step_bars_inside():
 def test_interrupt_inside_a_clip_then_resume_matches(tmp_path):
     options = replace(BASE, frames=20, eta=0.5)
     full = extend.run(options).frames
-    out = tmp_path / "out.png"
+    out = tmp_path / "out" / "%05d.png"
     with pytest.raises(KeyboardInterrupt, match="12 frames written"):
         extend.run(options, output=out, bars=RecordingBars(interrupt_at_step=5))  # 2nd step of clip 3
     assert read_video(out).num_frames == 12

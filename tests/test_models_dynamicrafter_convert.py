@@ -248,6 +248,8 @@ def test_missing_preset_fails_fast_offline(cache_dir):
     import time
 
     start = time.monotonic()
-    with pytest.raises(VidforgeError, match=r"Doubiiu/DynamiCrafter_512.*hf download"):
+    with pytest.raises(
+        VidforgeError, match=r"Doubiiu/DynamiCrafter_512.*vidforge models download dynamicrafter-512"
+    ):
         load_model(resolve_model("dynamicrafter-512", "animate"))
     assert time.monotonic() - start < 10

@@ -82,7 +82,7 @@ def test_real_preset_offline_fails_fast_naming_the_model(clip_path, tmp_path, ca
     code, _, err = run_main(["stylize", clip_path, "--style", "ink", "-o", tmp_path / "o.mp4"], capsys)
     assert time.perf_counter() - start < 20
     assert code == 1
-    one_line_error(err, "timbrooks/instruct-pix2pix", "hf download")
+    one_line_error(err, "timbrooks/instruct-pix2pix", "vidforge models download instruct-pix2pix")
     assert not (tmp_path / "o.mp4").exists()
 
 

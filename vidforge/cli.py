@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover
 
 from vidforge._version import __version__
 from vidforge.animate.options import AnimateOptions
-from vidforge.errors import OptionError, VidforgeError, first_line
+from vidforge.errors import OptionError, Terminated, VidforgeError, first_line
 from vidforge.evaluate.options import METRICS, WEIGHT_FREE_METRICS, EvaluateOptions
 from vidforge.extend.options import ExtendOptions
 from vidforge.stylize.options import StylizeOptions
@@ -39,7 +39,12 @@ app = typer.Typer(
 # ------------------------------------------------------------------------------------ shared options
 
 Output = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Output file (.mp4, .gif, or .png for a PNG sequence).")
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Output file: .mp4, .mov, .mkv, .webm, .gif, or DIR/%05d.png for numbered PNG frames.",
+    ),
 ]
 Model = Annotated[
     str | None,
@@ -57,9 +62,32 @@ Attention = Annotated[
     typer.Option(help="auto (xformers when its kernels load), xformers, sdpa.", rich_help_panel="Hardware"),
 ]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing output file.")]
+Codec = Annotated[
+    str | None,
+    typer.Option(
+        help="h264 (default), h265, vp9 (default for .webm), prores (.mov, .mkv), ffv1 (lossless, .mkv).",
+        rich_help_panel="Output",
+    ),
+]
+Crf = Annotated[
+    int | None,
+    typer.Option(
+        help="Quality for h264/h265/vp9: lower is better and larger (defaults 18/22/31).",
+        rich_help_panel="Output",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary line.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object describing the result to stdout.")]
 Resize = Annotated[str | None, typer.Option(help="Resize frames to WIDTHxHEIGHT first, e.g. 512x320.")]
+
+
+# What to change when a command runs out of GPU memory.
+OUT_OF_MEMORY_HINTS = {
+    "stylize": "lower --batch-frames or --max-side, or pass --offload model",
+    "animate": "lower --frames or --width/--height, pass --vae-slicing or --offload model",
+    "extend": "lower --height/--width, pass --vae-slicing or --offload model",
+    "evaluate": "pass --resize or --max-frames, or --device cpu",
+}
 
 
 def handle_errors(command):
@@ -69,15 +97,22 @@ def handle_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except MemoryError:
+            _fail(f"out of memory: {OUT_OF_MEMORY_HINTS.get(command.__name__, 'use smaller inputs')}", 1)
         except (typer.Exit, click_exceptions.ClickException):
             raise
         except OptionError as e:
             _fail(str(e), 2)
         except VidforgeError as e:
             _fail(str(e), 1)
+        except Terminated:
+            _fail("terminated", 143)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as e:
+            if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+                hint = OUT_OF_MEMORY_HINTS.get(command.__name__, "use smaller inputs")
+                _fail(f"out of GPU memory: {hint}", 1)
             if os.environ.get("VIDFORGE_DEBUG") == "1":
                 raise
             _fail(
@@ -113,7 +148,7 @@ def _report(result, as_json: bool, quiet: bool) -> None:
 def _bars(quiet: bool, as_json: bool):
     from vidforge.core.progress import bars
 
-    return bars(quiet=quiet or as_json)
+    return bars("none" if quiet or as_json else "auto")
 
 
 def _options(cls, params: dict, **converted):
@@ -201,6 +236,8 @@ def stylize(
     dtype: Dtype = StylizeOptions.dtype,
     attention: Attention = StylizeOptions.attention,
     overwrite: Overwrite = False,
+    codec: Codec = None,
+    crf: Crf = None,
     quiet: Quiet = False,
     json: Json = False,
 ):
@@ -276,6 +313,8 @@ def animate(
     dtype: Dtype = AnimateOptions.dtype,
     attention: Attention = AnimateOptions.attention,
     overwrite: Overwrite = False,
+    codec: Codec = None,
+    crf: Crf = None,
     quiet: Quiet = False,
     json: Json = False,
 ):
@@ -362,6 +401,8 @@ def extend(
     dtype: Dtype = ExtendOptions.dtype,
     attention: Attention = ExtendOptions.attention,
     overwrite: Overwrite = False,
+    codec: Codec = None,
+    crf: Crf = None,
     quiet: Quiet = False,
     json: Json = False,
 ):
@@ -447,6 +488,59 @@ def evaluate(
         raise typer.Exit(1)
 
 
+models_app = typer.Typer(
+    help="List the model presets, download exactly the files vidforge reads, show where they are.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@handle_errors
+def models_list(
+    task: Annotated[str | None, typer.Option(help="Only stylize, animate or extend models.")] = None,
+    json: Json = False,
+):
+    """Presets, their task, size on disk, whether they are cached and where (offline)."""
+    import json as json_module
+
+    from vidforge.models import cache
+
+    found = cache.list_models(task)
+    if json:
+        typer.echo(json_module.dumps([m.to_dict() for m in found]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "task", "size", "cached", "where / source", title_justify="left")
+    for m in found:
+        where = m.path or (m.repo_id or "built locally (seeded random weights)")
+        table.add_row(m.name, m.task, cache.human_size(m.size_bytes), "yes" if m.cached else "no", where)
+    Console(highlight=False).print(table)
+
+
+@models_app.command("download")
+@handle_errors
+def models_download(
+    name: Annotated[str, typer.Argument(help="A preset, or a hub id with --task.", show_default=False)],
+    task: Annotated[str | None, typer.Option(help="For a hub id: stylize, animate or extend.")] = None,
+):
+    """Download exactly the files vidforge reads of a model into the Hugging Face cache."""
+    from vidforge.models import cache
+
+    typer.echo(str(cache.download(name, task)))
+
+
+@models_app.command("path")
+@handle_errors
+def models_path(name: Annotated[str, typer.Argument(help="A preset.", show_default=False)]):
+    """Print where a cached preset's weights are."""
+    from vidforge.models import cache
+
+    typer.echo(str(cache.local_path(name)))
+
+
 def _version(value: bool):
     if value:
         typer.echo(f"vidforge {__version__}")
@@ -462,13 +556,24 @@ def _root(
     """vidforge: stylize, animate, extend and evaluate videos with diffusion models."""
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: usage errors become one line on stderr and exit code 2."""
+    """Console entry point: usage errors become one line on stderr and exit code 2; SIGTERM is
+    handled like Ctrl-C (exit 143)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(args=argv, standalone_mode=False)
     except click_exceptions.UsageError as e:
         typer.echo(f"error: {e.format_message()}", err=True)
         sys.exit(2)
+    except Terminated:
+        typer.echo("error: terminated", err=True)
+        sys.exit(143)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("error: interrupted", err=True)
         sys.exit(130)

@@ -10,6 +10,11 @@ class OptionError(VidforgeError):
     """An impossible option value or combination (a usage error: the CLI exits 2)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, ``docker stop``, cluster schedulers): handled like Ctrl-C
+    (outputs cleaned up, extend's resumable state kept), exit code 143."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message ("" if it has none), for one-line errors."""
     text = str(error).strip()

@@ -56,7 +56,7 @@ def run(
     from vidforge.core.device import make_generator
     from vidforge.core.progress import Bars, Timer
     from vidforge.core.video_io import load_image
-    from vidforge.core.writers import check_output_path
+    from vidforge.core.writers import check_output
 
     timer = Timer()
     options = dataclasses.replace(options or AnimateOptions(), **overrides)
@@ -64,8 +64,7 @@ def run(
 
     # 0. Check inputs (cheap checks first: no model is loaded for a bad file, option or output)
     options.validate()
-    if output is not None:
-        check_output_path(output, overwrite)
+    check_output(output, options, overwrite, inputs=(image, options.end_image))
     first = load_image(image, "image")
     last = load_image(options.end_image, "--end-image") if options.end_image else None
     device, dtype = select_hardware(options, model)
@@ -90,7 +89,7 @@ def run(
 
     # 5. Decode in chunks (fp32 VAE by default) and stream the frames to the output
     out_fps = conditioning.output_fps(bundle.config, settings.fps_cond)
-    frames = decode_and_write(bundle.vae, latents, options, settings, output, out_fps, bars)
+    frames = decode_and_write(bundle.vae, latents, options, settings, (output, overwrite), out_fps, bars)
     return Result(
         output=Path(output) if output is not None else None,
         num_frames=int(latents.shape[0]),
@@ -262,12 +261,13 @@ def denoise(bundle, options: AnimateOptions, settings: Settings, contexts, laten
     return out[0].transpose(0, 1)  # (F, 4, h, w)
 
 
-def decode_and_write(vae, latents, options: AnimateOptions, settings: Settings, output, fps, bars):
-    """Decode ``(F, 4, h, w)`` latents a chunk of frames at a time; stream to ``output`` if given,
-    else return all frames ``(F, H, W, 3)`` uint8."""
+def decode_and_write(vae, latents, options: AnimateOptions, settings: Settings, target, fps, bars):
+    """Decode ``(F, 4, h, w)`` latents a chunk of frames at a time; stream to ``target = (output,
+    overwrite)`` if there is an output, else return all frames ``(F, H, W, 3)`` uint8."""
     from vidforge.core.vae import decode_latents, to_uint8
-    from vidforge.core.writers import Sink
+    from vidforge.core.writers import Sink, output_settings
 
+    output, overwrite = target
     pixels = settings.height * settings.width
     chunk = 1 if options.decode_per_frame else max(1, VAE_DECODE_PIXELS // pixels)
     vae_dtype = torch.float32 if options.vae_fp32 else vae.dtype
@@ -280,7 +280,7 @@ def decode_and_write(vae, latents, options: AnimateOptions, settings: Settings, 
             yield to_uint8(frames)
 
     try:
-        with Sink(output, fps) as sink:
+        with Sink(output, fps, settings=output_settings(options, overwrite)) as sink:
             for frames in decoded():
                 sink.write(frames)
         return sink.frames

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vidforge.errors import VidforgeError
+from vidforge.errors import OptionError, VidforgeError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -16,7 +16,7 @@ def select_device(name: str | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as e:
-        raise VidforgeError(f"--device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from e
+        raise OptionError(f"--device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise VidforgeError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return device

@@ -10,6 +10,8 @@ import functools
 
 import numpy as np
 
+MIN_FLOW_SIDE = 12  # DIS (medium preset) fails an OpenCV assertion on smaller frames
+
 
 def _dis():
     """A fresh OpenCV DIS object for every pair (about 10 µs): a reused one is not thread-safe, and
@@ -33,6 +35,14 @@ def compute_flow(frame_a: np.ndarray, frame_b: np.ndarray, method: str = "dis") 
         return raft_flows(frame_a[None], frame_b[None])[0]
     if method != "dis":
         raise ValueError(f"unknown flow method {method!r}")
+    if min(frame_a.shape[:2]) < MIN_FLOW_SIDE:
+        from vidforge.errors import VidforgeError
+
+        h, w = frame_a.shape[:2]
+        raise VidforgeError(
+            f"optical flow needs frames of at least {MIN_FLOW_SIDE}x{MIN_FLOW_SIDE} pixels (got {w}x{h}); "
+            "resize the video up first (--resize)"
+        )
     return _dis().calc(_gray(frame_a), _gray(frame_b), None)
 
 

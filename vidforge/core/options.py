@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,10 @@ from vidforge.errors import OptionError
 
 ATTENTION_BACKENDS = ("auto", "xformers", "sdpa")
 DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16")
+CODEC_NAMES = ("h264", "h265", "vp9", "prores", "ffv1")  # core.writers.CODECS, without importing it
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds; -1 means "pick one"
+MAX_SIDE = 8192  # larger frames would need tens of GB for one latent: refused up front
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -24,9 +29,17 @@ class RunOptions:
     device: str = "auto"
     dtype: str = "auto"
     attention: str = "auto"
+    # output file
+    codec: str | None = None  # None: the container's default (h264; vp9 for .webm)
+    crf: int | None = None  # None: the codec's default (h264 18, h265 22, vp9 31)
 
     def validate(self) -> None:
         check_finite(self)
+        check(
+            self.codec is None or self.codec in CODEC_NAMES,
+            f"--codec must be one of {', '.join(CODEC_NAMES)}",
+        )
+        check(self.crf is None or 0 <= self.crf <= 63, f"--crf must be in [0, 63] (got {self.crf})")
         check(self.steps >= 1, f"--steps must be at least 1 (got {self.steps})")
         check(self.steps <= 1000, f"--steps must be at most 1000, the training timesteps (got {self.steps})")
         check(
@@ -51,6 +64,10 @@ def check_finite(options) -> None:
                 raise OptionError(f"{option(f.name)} must be a finite number (got {v})")
 
 
+def check_seed(seed: int) -> None:
+    check(-1 <= seed <= MAX_SEED, f"--seed must be -1 (random) or in [0, {MAX_SEED}] (got {seed})")
+
+
 def option(name: str) -> str:
     """The command-line spelling of an options field: ``text_scale`` -> ``--text-scale``."""
     return "--" + name.replace("_", "-")
@@ -65,6 +82,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise OptionError(f"--resize {text!r}: expected WIDTHxHEIGHT, e.g. 512x320") from None
     check(w > 0 and h > 0, f"--resize {text!r}: width and height must be positive")
+    check(max(w, h) <= MAX_SIDE, f"--resize {text!r}: at most {MAX_SIDE} pixels per side")
     return w, h
 
 

@@ -7,8 +7,10 @@ decord is missing or cannot open the file; a folder of PNG frames is a video too
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +21,30 @@ from PIL import Image, UnidentifiedImageError
 from vidforge.errors import VidforgeError, first_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+DEFAULT_FPS = 25.0  # frames given as an array, or a PNG folder without fps.txt, carry no fps
+
+
+@dataclass(frozen=True)
+class ColorInfo:
+    """How a video's colours are described, in ffmpeg's names (None: not tagged), and its bit depth."""
+
+    primaries: str | None = None
+    transfer: str | None = None
+    space: str | None = None
+    range: str | None = None
+    bits: int = 8
 
 
 @dataclass
 class Video:
-    """Decoded frames ``(F, H, W, 3)`` uint8 RGB, with the source's fps and path (for its audio)."""
+    """Decoded frames ``(F, H, W, 3)`` uint8 RGB, upright (a rotation tag is applied), with the
+    source's fps, path (for its audio) and colour description."""
 
     frames: np.ndarray
     fps: float
     path: Path | None = None
     has_audio: bool = False
+    color: ColorInfo | None = None
 
     @property
     def num_frames(self) -> int:
@@ -56,13 +72,78 @@ def check_input_file(path: str | os.PathLike, what: str = "input") -> Path:
 
 
 def has_audio(path: Path) -> bool:
+    return probe_audio_codec(path) is not None
+
+
+def probe_audio_codec(path: str | os.PathLike | None) -> str | None:
+    """The codec name of the first audio stream (``"aac"``...), None without one or on any error."""
+    if path is None or Path(path).is_dir():
+        return None
     try:
         import av
 
         with av.open(str(path)) as container:
-            return len(container.streams.audio) > 0
+            return container.streams.audio[0].codec_context.name if container.streams.audio else None
     except Exception:
-        return False
+        return None
+
+
+# AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace / AVColorRange codes -> ffmpeg names
+_PRIMARIES = {
+    1: "bt709",
+    4: "bt470m",
+    5: "bt470bg",
+    6: "smpte170m",
+    7: "smpte240m",
+    8: "film",
+    9: "bt2020",
+    10: "smpte428",
+    11: "smpte431",
+    12: "smpte432",
+    22: "jedec-p22",
+}
+_TRANSFER = {
+    1: "bt709",
+    4: "gamma22",
+    5: "gamma28",
+    6: "smpte170m",
+    7: "smpte240m",
+    8: "linear",
+    13: "iec61966-2-1",
+    14: "bt2020-10",
+    15: "bt2020-12",
+    16: "smpte2084",
+    17: "smpte428",
+    18: "arib-std-b67",
+}
+_SPACES = {1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+_RANGES = {1: "tv", 2: "pc"}  # fmt: skip
+
+
+def probe_stream(path: Path) -> tuple[ColorInfo | None, int]:
+    """``(colour description, display rotation in degrees counter-clockwise)`` of a video file's
+    first video stream, read from its first frame with PyAV; ``(None, 0)`` when it cannot tell."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frame = next(container.decode(stream))
+            bits = max((c.bits for c in frame.format.components), default=8)
+            color = ColorInfo(
+                _PRIMARIES.get(int(frame.color_primaries)), _TRANSFER.get(int(frame.color_trc)),
+                _SPACES.get(int(frame.colorspace)), _RANGES.get(int(frame.color_range)), int(bits),
+            )  # fmt: skip
+            return color, int(getattr(frame, "rotation", 0) or 0) % 360
+    except Exception:
+        return None, 0
+
+
+def upright(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """``(F, H, W, 3)`` frames turned as a player shows them: ``rotation`` degrees counter-clockwise
+    (a phone's display matrix), as ffmpeg's autorotation does."""
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(frames, k, axes=(1, 2))) if k else frames
 
 
 @dataclass
@@ -72,9 +153,11 @@ class VideoInfo:
 
     num_frames: int
     fps: float
-    size: tuple[int, int]
+    size: tuple[int, int]  # (width, height) as displayed (after the rotation tag)
     path: Path | None = None
     has_audio: bool = False
+    color: ColorInfo | None = None
+    rotation: int = 0  # degrees counter-clockwise applied to the decoded frames
 
 
 @contextlib.contextmanager
@@ -125,8 +208,11 @@ class _PyAVSource:
             if not container.streams.video:
                 raise ValueError("no video stream")
             stream = container.streams.video[0]
-            self.fps = float(stream.average_rate or stream.base_rate or 0) or 25.0
+            self.fps = float(stream.average_rate or stream.base_rate or 0) or DEFAULT_FPS
             self._header_frames = int(stream.frames or 0)
+            if container.format.name == "gif" and stream.frames and stream.duration:
+                # GIF delays vary frame by frame (whole 1/100 s): the mean rate is frames / duration
+                self.fps = stream.frames / float(stream.duration * stream.time_base)
 
     @property
     def num_frames(self) -> int:
@@ -156,28 +242,60 @@ class _PyAVSource:
 
 
 class _PngFolderSource:
-    """A folder of PNG frames (sorted by name) with an optional ``fps.txt``, as VideoWriter writes."""
+    """A folder of PNG frames (sorted by name) with an optional ``fps.txt``, as the PNG-sequence
+    writer leaves it. Every frame must have the first frame's size."""
 
     def __init__(self, path: Path):
+        self.path = path
         self.files = sorted(path.glob("*.png"))
         self.num_frames = len(self.files)
-        fps_file = path / "fps.txt"
-        self.fps = float(fps_file.read_text()) if fps_file.exists() else 25.0
+        self.fps = _read_fps(path / "fps.txt") if (path / "fps.txt").exists() else DEFAULT_FPS
+        self._size: tuple[int, ...] | None = None
 
     def chunks(self, chunk_size: int | None, max_frames: int | None, start: int = 0) -> Iterator[np.ndarray]:
         files = self.files[:max_frames]
         step = chunk_size or max(len(files), 1)
         for first in range(start, len(files), step):
-            yield np.stack([read_image(p) for p in files[first : first + step]])
+            yield np.stack([self._frame(p) for p in files[first : first + step]])
+
+    def _frame(self, file: Path) -> np.ndarray:
+        frame = read_image(file)
+        if self._size is None:
+            self._size = frame.shape
+        elif frame.shape != self._size:
+            size = f"{self._size[1]}x{self._size[0]}"
+            raise VidforgeError(
+                f"video {str(self.path)!r}: frame {file.name} is {frame.shape[1]}x{frame.shape[0]}, the first is {size}"
+            )
+        return frame
+
+
+def _read_fps(file: Path) -> float:
+    """A PNG folder's ``fps.txt``: one positive number."""
+    text = file.read_text(errors="replace").strip()
+    try:
+        fps = float(text)
+    except ValueError:
+        raise VidforgeError(f"{str(file)!r}: expected a frame rate, got {text[:20]!r}") from None
+    if not math.isfinite(fps) or fps <= 0:
+        raise VidforgeError(f"{str(file)!r}: the frame rate must be a positive number (got {text[:20]!r})")
+    return fps
 
 
 def _is_png_folder(path: Path) -> bool:
     return path.is_dir() and any(path.glob("*.png"))
 
 
-def check_video_path(path: str | os.PathLike, what: str = "video") -> Path:
-    """The one-line errors every reader gives before decoding: missing, directory, empty, image."""
+def media_path(path: str | os.PathLike) -> Path:
+    """The file or folder a path names: a numbered-frame pattern (``DIR/%05d.png``) is its folder."""
     path = Path(path)
+    return path.parent if "%" in path.name and path.suffix.lower() == ".png" else path
+
+
+def check_video_path(path: str | os.PathLike, what: str = "video") -> Path:
+    """The one-line errors every reader gives before decoding: missing, directory, empty, image.
+    A numbered-frame pattern (``DIR/%05d.png``) names its folder."""
+    path = media_path(path)
     try:
         if not _is_png_folder(path):
             check_input_file(path, "video")
@@ -211,11 +329,12 @@ def _decoded_chunks(
             yield chunk, source.fps
         return
     errors, done = [], 0
+    rotation = probe_stream(path)[1]
     for open_source in (_DecordSource, _PyAVSource):
         try:
             source = open_source(path)
             for chunk in source.chunks(chunk_size, max_frames, start=done):
-                yield chunk, source.fps
+                yield upright(chunk, rotation), source.fps
                 done += len(chunk)
             if done == 0:
                 raise ValueError("no frames")
@@ -262,8 +381,13 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         num_frames = source.num_frames
     except Exception as e:  # the PyAV counting pass hit a damaged packet
         raise _decode_error(path, [_first_line(e)]) from e
-    audio = not path.is_dir() and has_audio(path)
-    return VideoInfo(num_frames, source.fps, (int(first.shape[1]), int(first.shape[0])), path, audio)
+    if path.is_dir():
+        return VideoInfo(num_frames, source.fps, (int(first.shape[1]), int(first.shape[0])), path)
+    color, rotation = probe_stream(path)
+    height, width = upright(first[None], rotation).shape[1:3]
+    return VideoInfo(
+        num_frames, source.fps, (int(width), int(height)), path, has_audio(path), color, rotation
+    )
 
 
 def iter_frames(
@@ -301,7 +425,9 @@ def read_video(
     chunks = list(_decoded_chunks(path, None, max_frames))
     frames = chunks[0][0] if len(chunks) == 1 else np.concatenate([chunk for chunk, _ in chunks])
     fps = chunks[-1][1]
-    video = Video(frames, fps, path, has_audio=not _is_png_folder(path) and has_audio(path))
+    folder = _is_png_folder(path)
+    color = None if folder else probe_stream(path)[0]
+    video = Video(frames, fps, path, has_audio=not folder and has_audio(path), color=color)
     if resize is not None:
         video.frames = resize_frames(video.frames, resize)
     return video
@@ -309,7 +435,6 @@ def read_video(
 
 VideoInput = str | os.PathLike | np.ndarray | Video  # what every command accepts as a video
 ImageInput = str | os.PathLike | np.ndarray  # ... and as an image
-DEFAULT_FPS = 25.0  # frames given as an array carry no fps
 
 
 def load_video(
@@ -358,8 +483,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a PNG/JPEG/WebP image as ``(H, W, 3)`` uint8 RGB."""
     path = check_input_file(path, "image")
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        limit = Image.MAX_IMAGE_PIXELS // 1_000_000
+        raise VidforgeError(
+            f"image {str(path)!r} is too large (over {limit} megapixels): shrink it first"
+        ) from e
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise VidforgeError(f"cannot read image {str(path)!r}: not a readable image file") from e
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vidforge.core.video_io import IMAGE_SUFFIXES
+from vidforge.core.video_io import IMAGE_SUFFIXES, media_path
 from vidforge.errors import VidforgeError
 
 VIDEO_FILE_SUFFIXES = {".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv", ".m4v"}
@@ -29,7 +29,7 @@ def expand_inputs(items: list, what: str = "video") -> list:
         if not isinstance(item, str | os.PathLike):
             videos.append(item)
             continue
-        path = Path(item)
+        path = media_path(item)
         if not path.exists():
             raise VidforgeError(f"{what} {item!r} does not exist")
         if path.suffix.lower() == ".txt" and path.is_file():

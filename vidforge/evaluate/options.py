@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidforge.core.options import check, check_finite
+from vidforge.core.options import check, check_finite, check_seed
 
 WEIGHT_FREE_METRICS = ("warp-error", "flicker", "motion", "repetition")
 MODEL_METRICS = ("clip-text", "clip-frame", "clip-content", "pic", "fvd", "kvd")
@@ -37,6 +37,7 @@ class EvaluateOptions:
 
     def validate(self) -> None:
         check_finite(self)
+        check_seed(self.seed)
         unknown = [m for m in self.metrics if m not in METRICS]
         check(
             not unknown, f"--metric: unknown metric {', '.join(unknown)} (choose from {', '.join(METRICS)})"

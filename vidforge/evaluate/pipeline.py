@@ -17,7 +17,15 @@ import torch
 
 from vidforge.core.flow import compute_flow, raft_flows
 from vidforge.core.progress import Bars, Timer
-from vidforge.core.video_io import Video, VideoInput, load_video, read_image, read_video, resize_frames
+from vidforge.core.video_io import (
+    Video,
+    VideoInput,
+    load_video,
+    media_path,
+    read_image,
+    read_video,
+    resize_frames,
+)
 from vidforge.errors import VidforgeError, first_line
 from vidforge.evaluate import clip_metrics, fvd, metrics, perceptual
 from vidforge.evaluate.inputs import expand_inputs, is_image, is_png_sequence
@@ -163,7 +171,7 @@ def _prepare_sources(options: EvaluateOptions, num_videos: int):
     """Per-video source (``Path``, or None) and the fvd/kvd reference set (list of paths)."""
     if options.source is None:
         return [None] * num_videos, []
-    source = Path(options.source)
+    source = media_path(options.source)
     if not source.exists():
         raise VidforgeError(f"--source {options.source!r} does not exist")
     is_set = source.suffix.lower() == ".txt" or (source.is_dir() and not is_png_sequence(source))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidforge.core.video_io import media_path
 from vidforge.errors import VidforgeError
 from vidforge.extend.sampler import ReuseState
 
@@ -27,7 +28,8 @@ NOT_FINGERPRINTED = {"frames", "resume", "device", "attention"}
 
 
 def state_dir_for(output: str | os.PathLike) -> Path:
-    output = Path(output)
+    """``OUTPUT.extend-state/`` beside the output file (beside the folder of numbered frames)."""
+    output = media_path(output)
     return output.with_name(output.name + ".extend-state")
 
 

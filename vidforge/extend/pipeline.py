@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,10 @@ from vidforge.core.video_io import (
     check_video_path,
     load_image,
     load_video,
+    media_path,
     resize_frames,
 )
-from vidforge.core.writers import Sink
+from vidforge.core.writers import Sink, output_settings
 from vidforge.errors import OptionError, VidforgeError
 from vidforge.extend.checkpoint import Checkpoint, state_dir_for
 from vidforge.extend.options import ExtendOptions, check_prompt_frames
@@ -137,7 +138,7 @@ def run(
     )
 
     # 6. Generate clip by clip; decode each clip's new frames and stream them out
-    with ExtendSink(output, fps, checkpoint) as sink:
+    with ExtendSink(output, fps, checkpoint, output_settings(options, overwrite or options.resume)) as sink:
         sink.replay(init_frames, options.frames)
         clips = reuse_and_diffuse(
             conditions, schedule, plan, options, bundle, (height, width), generator, state, bars
@@ -180,7 +181,6 @@ def check_inputs(options: ExtendOptions, image, init, model) -> tuple[np.ndarray
 def check_output(options: ExtendOptions, output, overwrite: bool) -> Path | None:
     """The output path, checked: ``--resume`` needs one; an existing output is refused unless
     ``--overwrite``, and one left by an interrupted run names ``--resume``."""
-    from vidforge.core.writers import check_output_path
 
     check(
         not options.resume or output is not None, "--resume needs --output (the checkpoint lives beside it)"
@@ -188,12 +188,12 @@ def check_output(options: ExtendOptions, output, overwrite: bool) -> Path | None
     if output is None:
         return None
     output = Path(output)
-    if output.exists() and state_dir_for(output).exists() and not (options.resume or overwrite):
+    if media_path(output).exists() and state_dir_for(output).exists() and not (options.resume or overwrite):
         raise VidforgeError(
             f"output {str(output)!r} is an interrupted run (checkpoint in {state_dir_for(output)}): "
             "continue it with --resume or start over with --overwrite"
         )
-    return check_output_path(output, overwrite=overwrite or options.resume)
+    return check_output(output, options, overwrite or options.resume, inputs=(options.init, options.image))
 
 
 def load_extend_model(options: ExtendOptions, with_image: bool) -> ModelBundle:
@@ -403,8 +403,8 @@ class ExtendSink(Sink):
     checkpoint clip by clip. Ctrl-C turns the committed frames into a valid partial video and keeps
     the checkpoint for ``--resume``; success removes the checkpoint."""
 
-    def __init__(self, output: Path | None, fps: float, checkpoint: Checkpoint | None):
-        super().__init__(output, fps)
+    def __init__(self, output: Path | None, fps: float, checkpoint: Checkpoint | None, settings=None):
+        super().__init__(output, fps, settings=settings)
         self.checkpoint = checkpoint
 
     def replay(self, init_frames: np.ndarray | None, limit: int) -> None:
@@ -434,8 +434,8 @@ class ExtendSink(Sink):
         return path
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is KeyboardInterrupt:
-            raise KeyboardInterrupt(self._finish_partial()) from None
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):  # Ctrl-C or SIGTERM
+            raise exc_type(self._finish_partial()) from None
         super().__exit__(exc_type, exc, tb)
 
     def _finish_partial(self) -> str:
@@ -447,7 +447,7 @@ class ExtendSink(Sink):
         checkpoint, output = self.checkpoint, self.output
         if checkpoint is None or checkpoint.num_frames == 0:
             return f"interrupted before the first clip finished; nothing written to {output}"
-        with Sink(output, self.fps) as partial:
+        with Sink(output, self.fps, settings=replace(self.settings, overwrite=True)) as partial:
             for chunk in checkpoint.frame_chunks():
                 partial.write(chunk)
         return (

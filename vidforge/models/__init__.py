@@ -34,11 +34,13 @@ def load_model(name_or_path: str | os.PathLike | ModelSource | None, task: str, 
     import torch
 
     from vidforge.models.bundle import prepare_modules
+    from vidforge.models.hub import origin
 
     source = name_or_path if isinstance(name_or_path, ModelSource) else resolve_model(name_or_path, task)
     family = importlib.import_module(LOADERS[source.family])
     dtype = dtype or torch.float32
     bundle = family.build_tiny() if source.is_tiny else family.load_pretrained(source, dtype)
+    bundle.origin = bundle.origin or origin(source)
     return prepare_modules(bundle, torch.device(device), dtype)
 
 

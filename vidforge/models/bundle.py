@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,6 +31,7 @@ class ModelBundle:
     width: int | None = None
     is_tiny: bool = False
     network: torch.nn.Module | None = None
+    origin: dict = field(default_factory=dict)  # which weights (models.hub.origin), for the settings record
 
     @property
     def device(self) -> torch.device:

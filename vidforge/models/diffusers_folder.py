@@ -10,9 +10,7 @@ from vidforge.models.hub import fetch_weights
 from vidforge.models.registry import ModelSource
 
 
-def load_diffusers_folder(
-    source: ModelSource, unet_class, kind: str, subfolders: tuple[str, ...], dtype, allow_patterns=None
-):
+def load_diffusers_folder(source: ModelSource, unet_class, kind: str, subfolders: tuple[str, ...], dtype):
     """``from_pretrained`` of the UNet, VAE, CLIP text encoder and tokenizer of a diffusers pipeline
     folder (cached, downloaded or local). Returns ``(folder, unet, vae, text_encoder, tokenizer)``.
 
@@ -22,7 +20,7 @@ def load_diffusers_folder(
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    folder = Path(fetch_weights(source, allow_patterns=allow_patterns))
+    folder = Path(fetch_weights(source))
     layout = ", ".join(s + "/" for s in subfolders)
     if not folder.is_dir():
         raise VidforgeError(

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from vidforge.errors import VidforgeError
-from vidforge.models.registry import ModelSource
+from vidforge.models.registry import FAMILY_FILES, PRESETS, TASK_FAMILY, ModelSource
 
 HUB_TIMEOUT_S = 8.0
 
@@ -31,10 +31,23 @@ def _offline() -> bool:
     )
 
 
-def _missing(repo_id: str, why: str, hint: str) -> VidforgeError:
+def download_command(source: ModelSource) -> str:
+    """The exact line that fetches what vidforge reads of ``source``, on a connected machine."""
+    preset = source.preset
+    if preset.name in PRESETS:
+        return f"vidforge models download {preset.name}"
+    if preset.filename:
+        return f"hf download {preset.repo_id} {preset.filename}"
+    patterns = (
+        " ".join(f"'{p}'" for p in FAMILY_FILES.get(source.family, [])) if source.task in TASK_FAMILY else ""
+    )
+    return f"hf download {preset.repo_id}" + (f" --include {patterns}" if patterns else "")
+
+
+def _missing(source: ModelSource, why: str, hint: str) -> VidforgeError:
     return VidforgeError(
-        f"model {repo_id!r} is not in the Hugging Face cache ({hub_cache_dir()}) and {why}: "
-        f"download it on a connected machine with `hf download {repo_id}`{hint}"
+        f"model {source.repo_id!r} is not in the Hugging Face cache ({hub_cache_dir()}) and {why}: "
+        f"download it on a connected machine with `{download_command(source)}`{hint}"
     )
 
 
@@ -43,14 +56,17 @@ def fetch_weights(
 ) -> Path:
     """Return a local folder (diffusers layout) or file (single checkpoint) for ``source``.
 
-    Order: local path; Hugging Face cache; one quick hub check, then a normal download.
-    ``hint`` ends the error message when the weights cannot be had.
+    Order: local path; Hugging Face cache; one quick hub check, then a normal download of the
+    files vidforge reads (``allow_patterns``, by default the family's). ``hint`` ends the error
+    message when the weights cannot be had.
     """
     if source.path is not None:
         return source.path
     if source.is_tiny:
         raise ValueError("tiny models have no weights to fetch")
     preset = source.preset
+    if allow_patterns is None and source.task in TASK_FAMILY:
+        allow_patterns = FAMILY_FILES[source.family]
     from huggingface_hub import hf_hub_download, snapshot_download
 
     def download(local_only: bool) -> Path:
@@ -72,7 +88,7 @@ def fetch_weights(
     with contextlib.suppress(Exception):
         return download(local_only=True)
     if _offline():
-        raise _missing(preset.repo_id, "HF_HUB_OFFLINE is set", hint)
+        raise _missing(source, "HF_HUB_OFFLINE is set", hint)
     try:
         from huggingface_hub import HfApi
 
@@ -81,8 +97,54 @@ def fetch_weights(
         reason = type(e).__name__
         if "RepositoryNotFound" in reason or "404" in str(e):
             raise VidforgeError(f"model {preset.repo_id!r} does not exist on the Hugging Face hub") from e
-        raise _missing(preset.repo_id, f"the hub cannot be reached ({reason})", hint) from e
+        raise _missing(source, f"the hub cannot be reached ({reason})", hint) from e
     try:
         return download(local_only=False)
     except Exception as e:
-        raise _missing(preset.repo_id, f"the download failed ({type(e).__name__})", hint) from e
+        raise _missing(source, f"the download failed ({type(e).__name__})", hint) from e
+
+
+def vidforge_cache_dir(kind: str) -> Path:
+    """vidforge's own cache folder for ``kind`` (converted checkpoints, hashes): huggingface_hub's
+    assets folder (``$HF_HOME/assets/vidforge/KIND``), never inside the hub cache's model folders."""
+    from huggingface_hub import cached_assets_path
+
+    return Path(cached_assets_path(library_name="vidforge", namespace=kind))
+
+
+def snapshot_revision(path: Path) -> str | None:
+    """The commit of a Hugging Face cache snapshot a path lies in (``.../snapshots/<commit>/...``)."""
+    parts = Path(path).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
+def origin(source: ModelSource, path: Path | None = None) -> dict:
+    """Which weights a model was built from, for the settings record: the preset or hub id and
+    the cached snapshot's commit, or a local file's content hash (computed once per file version)."""
+    out = {"name": source.name, "family": source.family, "repo_id": source.repo_id}
+    if source.is_tiny:
+        return {**out, "weights": "seeded random (tiny)"}
+    if path is not None:
+        out["path"] = str(Path(path).resolve())
+        out["revision"] = snapshot_revision(Path(path).resolve())
+        if out["revision"] is None and Path(path).is_file():
+            out["sha256"] = cached_file_hash(Path(path))
+    return out
+
+
+def cached_file_hash(path: Path) -> str:
+    """sha256 of a (large) file, remembered per (path, size, mtime) in vidforge's cache."""
+    import hashlib
+    import json
+
+    from vidforge.core.settings import sha256_file
+
+    stat = path.resolve().stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    memo = vidforge_cache_dir("hashes") / f"{key}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return json.loads(memo.read_text())["sha256"]
+    digest = sha256_file(path)
+    with contextlib.suppress(OSError):
+        memo.write_text(json.dumps({"path": str(path.resolve()), "sha256": digest}))
+    return digest

@@ -9,22 +9,11 @@ import torch
 from vidforge.errors import VidforgeError
 from vidforge.models.bundle import ModelBundle
 from vidforge.models.diffusers_folder import load_diffusers_folder
+from vidforge.models.hub import origin
 from vidforge.models.registry import ModelSource
 from vidforge.models.tiny import seeded
 from vidforge.sampling.schedules import diffusers_noise_schedule
 
-# diffusers-layout files an InstructPix2Pix pipeline needs (safetensors only: no pickles)
-ALLOW_PATTERNS = [
-    "model_index.json",
-    "scheduler/*.json",
-    "tokenizer/*",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-]
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 FAMILY = "instruct-pix2pix"
 
@@ -62,7 +51,7 @@ def load_pretrained(source: ModelSource, dtype: torch.dtype) -> ModelBundle:
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
     folder, unet, vae, text_encoder, tokenizer = load_diffusers_folder(
-        source, UNet2DConditionModel, "InstructPix2Pix", SUBFOLDERS, dtype, ALLOW_PATTERNS
+        source, UNet2DConditionModel, "InstructPix2Pix", SUBFOLDERS, dtype
     )
     scheduler_config = dict(DDIMScheduler.load_config(folder, subfolder="scheduler"))
     if unet.config.in_channels != 8:
@@ -71,4 +60,6 @@ def load_pretrained(source: ModelSource, dtype: torch.dtype) -> ModelBundle:
             "UNet has 8 (4 noisy + 4 image latent)"
         )
     noise = diffusers_noise_schedule(dict(scheduler_config))
-    return ModelBundle(source.name, FAMILY, unet, vae, text_encoder, tokenizer, noise)
+    return ModelBundle(
+        source.name, FAMILY, unet, vae, text_encoder, tokenizer, noise, origin=origin(source, folder)
+    )

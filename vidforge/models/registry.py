@@ -15,6 +15,21 @@ from vidforge.errors import VidforgeError
 
 # The network family each command's models belong to (``extend --image`` uses animate's).
 TASK_FAMILY = {"stylize": "instruct-pix2pix", "animate": "dynamicrafter", "extend": "text-to-video"}
+# The files vidforge reads of each family's repositories (safetensors first; no fp16 variants,
+# and never an InstructPix2Pix repo's 7.7 GB .ckpt).
+FAMILY_FILES = {
+    "instruct-pix2pix": [
+        "model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
+        "text_encoder/model.safetensors", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+    ],
+    # some text-to-video repos only ship .bin weights
+    "text-to-video": [
+        "*.json", "*.txt", "*/diffusion_pytorch_model.safetensors", "*/model.safetensors",
+        "*/diffusion_pytorch_model.bin", "*/pytorch_model.bin",
+    ],
+    "dynamicrafter": ["model.ckpt", "*.safetensors"],
+}  # fmt: skip
 DEFAULT_MODELS = {"stylize": "instruct-pix2pix", "animate": "dynamicrafter-512", "extend": "modelscope"}
 
 

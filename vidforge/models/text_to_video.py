@@ -11,6 +11,7 @@ import torch
 
 from vidforge.models.bundle import ModelBundle, vae_scale_factor
 from vidforge.models.diffusers_folder import load_diffusers_folder
+from vidforge.models.hub import origin
 from vidforge.models.registry import ModelSource
 from vidforge.models.tiny import seeded
 from vidforge.sampling.schedules import SD_SCHEDULE, diffusers_noise_schedule
@@ -18,16 +19,6 @@ from vidforge.sampling.schedules import SD_SCHEDULE, diffusers_noise_schedule
 FAMILY = "text-to-video"
 TINY_NATIVE = (8, 64, 64)  # (frames, height, width)
 DEFAULT_NATIVE_FRAMES = 16  # a folder that is not a known preset
-# Configs + full-precision weights in either format (some T2V repos only ship .bin); the fp16
-# variants (``*.fp16.*``) are not downloaded.
-WEIGHT_PATTERNS = [
-    "*.json",
-    "*.txt",
-    "*/diffusion_pytorch_model.safetensors",
-    "*/model.safetensors",
-    "*/diffusion_pytorch_model.bin",
-    "*/pytorch_model.bin",
-]
 SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 
 
@@ -75,7 +66,7 @@ def load_pretrained(source: ModelSource, dtype: torch.dtype) -> ModelBundle:
     from diffusers import DDIMScheduler, UNet3DConditionModel
 
     folder, unet, vae, text_encoder, tokenizer = load_diffusers_folder(
-        source, UNet3DConditionModel, "text-to-video", SUBFOLDERS, dtype, WEIGHT_PATTERNS
+        source, UNet3DConditionModel, "text-to-video", SUBFOLDERS, dtype
     )
     config = None
     if (folder / "scheduler" / "scheduler_config.json").exists():
@@ -86,4 +77,6 @@ def load_pretrained(source: ModelSource, dtype: torch.dtype) -> ModelBundle:
         sample = (sample if isinstance(sample, int) else sample[0]) * vae_scale_factor(vae)
         native = (DEFAULT_NATIVE_FRAMES, sample, sample)
     noise = diffusers_noise_schedule(config or dict(SD_SCHEDULE, prediction_type="epsilon"))
-    return ModelBundle(source.name, FAMILY, unet, vae, text_encoder, tokenizer, noise, *native)
+    return ModelBundle(
+        source.name, FAMILY, unet, vae, text_encoder, tokenizer, noise, *native, origin=origin(source, folder)
+    )

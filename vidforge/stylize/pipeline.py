@@ -440,14 +440,13 @@ def run(
 
     With an output path, memory is bounded in video length: the input is read, stylized and
     written one chunk of ``--batch-frames`` frames at a time."""
-    from vidforge.core.writers import check_output_path
+    from vidforge.core.writers import check_output, output_settings
 
     timer = Timer()
     bars = bars or Bars(disable=True)
     # 0. Check inputs and the output path
     options.validate()
-    if output is not None:
-        check_output_path(output, overwrite)
+    check_output(output, options, overwrite, inputs=(input,))
     # 1. Open the input (optionally first N frames, resized): probe now, read chunk by chunk later
     info, chunks = open_input(input, options)
     # 2. Load the models
@@ -457,7 +456,7 @@ def run(
     size = processing_size(*out_size, pipeline.bundle.vae_scale_factor)
     chunks = (resize_frames(chunk, size) for chunk in chunks)
     # 4. Stylize chunk by chunk, streaming each chunk to the output, resized back
-    with Sink(output, info.fps, audio_from=info.path) as sink:
+    with Sink(output, info.fps, info.path, output_settings(options, overwrite, info.color)) as sink:
         for out in pipeline.stream(chunks, options, bars, num_frames=info.num_frames):
             sink.write(resize_frames(out, out_size))
     return Result(
