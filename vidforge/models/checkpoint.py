@@ -110,7 +110,8 @@ def allowed_globals() -> dict[str, object]:
     A subset of what ``torch.load(weights_only=True)`` allows: containers, numbers, dtypes and the
     dense tensor / Parameter rebuild functions (sparse, quantized, meta, numpy-backed and tensor
     subclasses are left out: such a weight is refused, such metadata becomes a placeholder).
-    Storage classes (``torch.FloatStorage``...) are resolved by ``torch.load`` itself to a dtype tag.
+    The legacy storage classes (``torch.FloatStorage``...) are resolved by ``torch.load`` itself
+    (its unpickler subclass turns any name with "Storage" in it into a dtype tag first).
     """
     import collections
 
@@ -121,6 +122,9 @@ def allowed_globals() -> dict[str, object]:
         "builtins.set": set,
         "builtins.complex": complex,
         "_codecs.encode": _latin1_encode,
+        # the storage tag of the newer dtypes (float8, uint16...): torch.load's loader reads it
+        "torch.storage.UntypedStorage": torch.UntypedStorage,
+        "torch.UntypedStorage": torch.UntypedStorage,
         "torch.Size": torch.Size,
         "torch.device": torch.device,
         "torch.Tensor": torch.Tensor,
@@ -360,7 +364,8 @@ def weights_of(obj, name: str) -> dict:
     # dict's own methods throughout: a pickle can set instance attributes (``get``, ``items``) on an
     # OrderedDict, never on the dict type
     if not isinstance(obj, dict):
-        raise VidforgeError(f"checkpoint {name!r} holds no state dict (it holds a {type(obj).__name__})")
+        what = type(obj).global_name if isinstance(obj, Placeholder) else type(obj).__name__
+        raise VidforgeError(f"checkpoint {name!r} holds no state dict (it holds a {what})")
     if isinstance(dict.get(obj, "state_dict"), dict):
         state_dict, prefix = dict.get(obj, "state_dict"), ""
     elif isinstance(dict.get(obj, "module"), dict):
