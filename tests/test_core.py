@@ -110,7 +110,7 @@ def test_missing_weights_fail_fast_offline_naming_model_and_cache(monkeypatch, t
 
 
 class _Payload:
-    """A pickle that would create a file when unpickled with weights_only=False."""
+    """A pickle that would create a file when unpickled by a normal unpickler."""
 
     def __init__(self, marker):
         self.marker = marker
@@ -119,11 +119,14 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
-def test_malicious_pickle_is_refused_and_not_executed(tmp_path):
+def test_malicious_pickle_loads_its_weights_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "model.ckpt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "evil": _Payload(marker)}, ckpt, pickle_protocol=2)
-    with pytest.raises(VidforgeError, match="refusing checkpoint"):
+    torch.save({"state_dict": {"w": torch.ones(2)}, "evil": _Payload(marker)}, ckpt, pickle_protocol=2)
+    assert torch.equal(load_state_dict(ckpt)["w"], torch.ones(2))  # the payload is an inert placeholder
+    assert not marker.exists()
+    torch.save({"state_dict": {"w": _Payload(marker)}}, ckpt)  # where a weight should be: refused
+    with pytest.raises(VidforgeError, match="refusing checkpoint .*'w' is not a plain tensor"):
         load_state_dict(ckpt)
     assert not marker.exists()
 
@@ -133,7 +136,7 @@ def test_plain_pickle_and_safetensors_load(tmp_path):
 
     weights = {"w": torch.arange(4.0)}
     torch.save({"state_dict": weights}, tmp_path / "ok.ckpt")
-    assert torch.equal(load_state_dict(tmp_path / "ok.ckpt")["state_dict"]["w"], weights["w"])
+    assert torch.equal(load_state_dict(tmp_path / "ok.ckpt")["w"], weights["w"])
     save_file(weights, tmp_path / "ok.safetensors")
     assert torch.equal(load_state_dict(tmp_path / "ok.safetensors")["w"], weights["w"])
     (tmp_path / "junk.safetensors").write_bytes(pickle.dumps([1, 2]))

@@ -141,7 +141,9 @@ def test_round_trip_ckpt_loads_strictly_with_identical_outputs(
     path = tmp_path / "model.ckpt"
     torch.save(obj, path)
 
-    loaded = load_model(resolve_model(str(path), "animate"), "cpu", torch.float32, config="tiny")
+    config = "tiny" if wrapper == "deepspeed" else None  # None: the config is inferred from the shapes
+    loaded = load_model(resolve_model(str(path), "animate"), "cpu", torch.float32, config=config)
+    assert loaded.config.name == "tiny"
     assert set(loaded.schedule) == {"betas", "scale_arr"}
     torch.testing.assert_close(loaded.schedule["scale_arr"], SCHEDULE["scale_arr"])
     assert_same_model(loaded, tiny, tiny_outputs)
@@ -205,7 +207,7 @@ def test_missing_and_unknown_keys_are_named_in_one_line(tiny, tmp_path, cache_di
 
 
 class Payload:
-    """Unpickling this would create the marker file."""
+    """Unpickling this with a normal unpickler would create the marker file."""
 
     def __init__(self, marker):
         self.marker = str(marker)
@@ -214,13 +216,20 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-def test_malicious_pickle_is_refused_not_executed(tmp_path, cache_dir):
+def test_malicious_pickle_loads_the_model_and_never_runs(tiny, tiny_outputs, tmp_path, cache_dir):
     marker = tmp_path / "pwned"
     path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": {"betas": torch.zeros(3)}, "payload": Payload(marker)}, path)
+    torch.save({"state_dict": original_checkpoint(tiny), "payload": Payload(marker)}, path)
     assert not marker.exists()
-    with pytest.raises(VidforgeError, match="refusing checkpoint"):
-        load_model(resolve_model(str(path), "animate"))
+    loaded = load_model(resolve_model(str(path), "animate"))  # no config: tiny, from the shapes
+    assert_same_model(loaded, tiny, tiny_outputs)
+    assert not marker.exists()
+
+    sd = original_checkpoint(tiny)
+    sd["image_proj_model.latents"] = Payload(marker)  # a payload where a weight should be
+    torch.save({"state_dict": sd}, tmp_path / "bad.ckpt")
+    with pytest.raises(VidforgeError, match=r"refusing checkpoint .*bad\.ckpt.*'image_proj_model\.latents'"):
+        load_model(resolve_model(str(tmp_path / "bad.ckpt"), "animate"))
     assert not marker.exists()
 
 
@@ -242,6 +251,16 @@ def test_guess_config():
     assert convert.guess_config({}, arr(0.3)) == "1024"
     assert convert.guess_config({}, arr(0.7)) == "512"
     assert convert.guess_config({}, arr(0.7), "DynamiCrafter_512_Interp model.ckpt") == "512-interp"
+    # the architecture from the shapes: tiny's in either naming; a release's shapes are no tiny
+    tiny_shapes = {k: torch.empty(s, device="meta") for k, s in convert.architecture_shapes("tiny").items()}
+    assert convert.guess_config(tiny_shapes, arr(0.7)) == "tiny"
+    renamed = {"unet.input_blocks.0.0.weight": tiny_shapes["model.diffusion_model.input_blocks.0.0.weight"]}
+    assert convert.guess_config(renamed, {}) == "tiny"
+    release = {k: torch.empty(s, device="meta") for k, s in convert.architecture_shapes("512").items()}
+    assert convert.guess_config({**release, **alpha}, {}) == "256"
+    assert convert.guess_config(release, arr(0.3)) == "1024"
+    mixed = {**release, "image_proj_model.latents": tiny_shapes["image_proj_model.latents"]}
+    assert convert.guess_config(mixed, {}) == "512"  # one shape of tiny's is not tiny
 
 
 def test_missing_preset_fails_fast_offline(cache_dir):

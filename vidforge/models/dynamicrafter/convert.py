@@ -1,9 +1,10 @@
 """Convert a released DynamiCrafter ``model.ckpt`` to the vidforge layout, once, and cache it.
 
 The checkpoint is a Lightning ``{"state_dict": ...}`` (or a DeepSpeed ``{"module": ...}`` whose keys
-start with ``_forward_module.``). It is read with ``torch.load(weights_only=True)`` only
-(:func:`vidforge.models.checkpoint.load_state_dict`): a pickle that needs arbitrary objects is refused,
-never executed. The converted weights are cached as safetensors in
+start with ``_forward_module.``). It is read by :func:`vidforge.models.checkpoint.load_state_dict`,
+whose unpickler runs nothing from the file: the metadata Lightning pickles next to the weights
+(callbacks, hyper-parameters) loads as inert placeholders and is dropped. The release is inferred
+from the tensors (:func:`guess_config`). The converted weights are cached as safetensors in
 ``<HF_HUB_CACHE>/vidforge-converted/<label>-<hash>.safetensors`` (hash of the resolved checkpoint
 path, size and mtime), so the pickle is read once.
 
@@ -158,19 +159,6 @@ def _names(items, limit: int = 5) -> str:
     return shown + (f" … and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def unwrap_checkpoint(obj: dict) -> dict:
-    """Lightning ``{"state_dict": sd}``, DeepSpeed ``{"module": sd}`` (``_forward_module.`` prefix
-    dropped) or a plain state dict -> flat ``{name: tensor}``."""
-    if not isinstance(obj, dict):
-        raise VidforgeError("not a DynamiCrafter checkpoint: the file holds no state dict")
-    if isinstance(obj.get("state_dict"), dict):
-        return obj["state_dict"]
-    if isinstance(obj.get("module"), dict):
-        prefix = "_forward_module."
-        return {k.removeprefix(prefix): v for k, v in obj["module"].items()}
-    return obj
-
-
 def target_state_dict(config) -> dict:
     """Names and shapes of the vidforge model for ``config`` (built on ``meta``: no memory)."""
     return build_model(config, device="meta").state_dict()
@@ -236,9 +224,48 @@ def load_strict(model: torch.nn.Module, weights: dict, name: str) -> None:
         raise VidforgeError(f"checkpoint {name}: tensors left without values: {_names(left)}")
 
 
+_UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+_RESAMPLER_LATENTS = "image_proj_model.latents"
+
+
+def architecture_shapes(config) -> dict:
+    """Checkpoint names and shapes that tell the architectures apart: the UNet's first convolution
+    ``(model_channels, in_channels, 3, 3)`` and the Resampler's queries ``(1, tokens, dim)``."""
+    config = get_config(config)
+    unet, resampler = config.unet, config.resampler
+    return {
+        _UNET_CONV_IN: (unet.model_channels, unet.in_channels, 3, 3),
+        _RESAMPLER_LATENTS: (1, resampler.num_tokens, resampler.dim),
+    }
+
+
+def has_architecture(state_dict: dict, config) -> bool:
+    """Whether the tensors of :func:`architecture_shapes` are in ``state_dict`` (checkpoint or
+    vidforge names) with ``config``'s shapes."""
+    found = 0
+    for key, shape in architecture_shapes(config).items():
+        tensor = state_dict.get(key, state_dict.get(_vidforge_name(key)))
+        if tensor is not None:
+            found += 1
+            if tuple(tensor.shape) != shape:
+                return False
+    return found > 0
+
+
+def _vidforge_name(key: str) -> str:
+    for ours, theirs in PREFIXES.items():
+        if key.startswith(theirs):
+            return ours + key[len(theirs) :]
+    return key
+
+
 def guess_config(state_dict: dict, schedule: dict, label: str = "") -> str:
-    """Which release a checkpoint is: ``attn2.alpha`` -> 256; else ``scale_arr``'s base (0.3 -> 1024);
-    else 512, or 512-interp when the name says "interp" (the two have the same weights layout)."""
+    """Which config a checkpoint is, from its tensors: ``tiny`` when its shapes are tiny's
+    (:func:`has_architecture`); else a release, which all share one architecture: ``attn2.alpha``
+    -> 256; else ``scale_arr``'s base (0.3 -> 1024); else 512, or 512-interp when the name says
+    "interp" (the two have the same weights layout)."""
+    if has_architecture(state_dict, "tiny"):
+        return "tiny"
     if any(k.endswith("attn2.alpha") for k in state_dict):
         return "256"
     scale_arr = schedule.get("scale_arr")
@@ -304,14 +331,14 @@ def is_vidforge_layout(keys) -> bool:
 
 
 def convert_checkpoint(checkpoint: Path, label: str, config=None) -> tuple[dict, dict, str]:
-    """Read a checkpoint file (weights only) and convert it -> (weights, schedule, release)."""
+    """Read a checkpoint file (its tensors only) and convert it -> (weights, schedule, release)."""
     if checkpoint.suffix == ".safetensors":
         weights, schedule, release = read_converted(checkpoint)
         if is_vidforge_layout(weights):
             return weights, schedule, config or release or guess_config(weights, schedule, label)
         state_dict = {**weights, **schedule}
     else:
-        state_dict = unwrap_checkpoint(load_state_dict(checkpoint))
+        state_dict = load_state_dict(checkpoint)
     schedule_only = {k: v for k, v in state_dict.items() if k in SCHEDULE_KEYS}
     release = config or guess_config(state_dict, schedule_only, label)
     weights, schedule = convert_state_dict(state_dict, release)
