@@ -20,6 +20,7 @@ def hub(tmp_path, monkeypatch):
     import huggingface_hub.constants as constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(constants, "HF_ASSETS_CACHE", str(tmp_path / "hf" / "assets"))
 
     def add(repo_id, files):
         root = tmp_path / "hf" / "hub" / ("models--" + repo_id.replace("/", "--"))
@@ -80,3 +81,15 @@ def test_the_offline_error_of_a_hub_id_names_the_files_vidforge_reads(hub):
     with pytest.raises(VidforgeError, match=r"hf download org/model --include 'model_index.json'") as e:
         fetch_weights(resolve_model("org/model", "stylize"))
     assert "unet/diffusion_pytorch_model.safetensors" in str(e.value) and ".ckpt" not in str(e.value)
+
+
+def test_converted_checkpoints_go_to_vidforges_own_cache_not_the_hub(hub, tmp_path):
+    from pathlib import Path
+
+    from vidforge.models.dynamicrafter.convert import cache_path
+
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"x")
+    path = cache_path(checkpoint, "dynamicrafter-512")
+    assert Path(tmp_path / "hf" / "assets" / "vidforge") in path.parents
+    assert Path(tmp_path / "hf" / "hub") not in path.parents

@@ -412,7 +412,7 @@ def test_cli_animate_runs_a_lightning_checkpoint_without_running_its_pickle(tmp_
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(image)
 
     out = tmp_path / "out.mp4"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run(
         [sys.executable, "-m", "vidforge", "animate", str(image), "--model", str(ckpt), "-o", str(out),
          "--steps", "2", "--frames", "4", "--device", "cpu"],
@@ -422,7 +422,7 @@ def test_cli_animate_runs_a_lightning_checkpoint_without_running_its_pickle(tmp_
     assert "Traceback" not in proc.stderr and "warn" not in proc.stderr.lower()
     assert read_video(out).frames.shape[0] == 4
 
-    (cached,) = (tmp_path / "hub" / "vidforge-converted").glob("model-*.safetensors")
+    (cached,) = (tmp_path / "hf" / "assets" / "vidforge" / "converted").glob("model-*.safetensors")
     weights, _, release = convert.read_converted(cached)
     assert release == "tiny" and set(weights) == set(tiny)
     assert all(torch.equal(weights[k], v) for k, v in tiny.items())

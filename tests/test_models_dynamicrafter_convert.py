@@ -56,9 +56,9 @@ def tiny_outputs(tiny):
 
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
-    """Converted checkpoints go to a temporary HF cache."""
-    monkeypatch.setattr(convert, "hub_cache_dir", lambda: tmp_path / "hub")
-    return tmp_path / "hub"
+    """Converted checkpoints go to a temporary vidforge cache."""
+    monkeypatch.setattr(convert, "vidforge_cache_dir", lambda kind: tmp_path / "cache" / kind)
+    return tmp_path / "cache"
 
 
 SCHEDULE = {
@@ -149,7 +149,7 @@ def test_round_trip_ckpt_loads_strictly_with_identical_outputs(
     assert_same_model(loaded, tiny, tiny_outputs)
 
     # converted once: the cache is a safetensors file, and the pickle is not read again
-    cached = list(cache_dir.glob("vidforge-converted/*.safetensors"))
+    cached = list(cache_dir.glob("converted/*.safetensors"))
     assert len(cached) == 1
 
     def no_pickle(p):
@@ -203,7 +203,7 @@ def test_missing_and_unknown_keys_are_named_in_one_line(tiny, tmp_path, cache_di
         VidforgeError, match=r"wrong shape \(image_proj.latents \(1, 3, 64\) vs \(1, 64, 64\)"
     ):
         load_model(resolve_model(str(tmp_path / "shape.ckpt"), "animate"), config="tiny")
-    assert not list(cache_dir.glob("vidforge-converted/*.safetensors"))  # nothing bad was cached
+    assert not list(cache_dir.glob("converted/*.safetensors"))  # nothing bad was cached
 
 
 class Payload:

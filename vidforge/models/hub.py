@@ -105,11 +105,14 @@ def fetch_weights(
 
 
 def vidforge_cache_dir(kind: str) -> Path:
-    """vidforge's own cache folder for ``kind`` (converted checkpoints, hashes): huggingface_hub's
-    assets folder (``$HF_HOME/assets/vidforge/KIND``), never inside the hub cache's model folders."""
-    from huggingface_hub import cached_assets_path
+    """vidforge's own cache folder for ``kind`` (converted checkpoints, hashes), created: in
+    huggingface_hub's assets folder (``$HF_HOME/assets/vidforge/KIND``, where libraries keep what
+    they derive), never inside the hub cache's model folders."""
+    from huggingface_hub import constants
 
-    return Path(cached_assets_path(library_name="vidforge", namespace=kind))
+    folder = Path(constants.HF_ASSETS_CACHE) / "vidforge" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def snapshot_revision(path: Path) -> str | None:

@@ -5,7 +5,7 @@ start with ``_forward_module.``). It is read by :func:`vidforge.models.checkpoin
 whose unpickler runs nothing from the file: the metadata Lightning pickles next to the weights
 (callbacks, hyper-parameters) loads as inert placeholders and is dropped. The release is inferred
 from the tensors (:func:`guess_config`). The converted weights are cached as safetensors in
-``<HF_HUB_CACHE>/vidforge-converted/<label>-<hash>.safetensors`` (hash of the resolved checkpoint
+``<vidforge cache>/converted/<label>-<hash>.safetensors`` (hash of the resolved checkpoint
 path, size and mtime), so the pickle is read once.
 
 Key mapping (vidforge name -> checkpoint name; :func:`original_key` implements it)::
@@ -53,7 +53,7 @@ from vidforge.errors import VidforgeError
 from vidforge.models.checkpoint import load_state_dict
 from vidforge.models.dynamicrafter.config import get_config
 from vidforge.models.dynamicrafter.network import build_model
-from vidforge.models.hub import hub_cache_dir
+from vidforge.models.hub import vidforge_cache_dir
 
 PREFIXES = {
     "unet.": "model.diffusion_model.",
@@ -279,12 +279,14 @@ def guess_config(state_dict: dict, schedule: dict, label: str = "") -> str:
 
 
 def cache_path(checkpoint: Path, label: str) -> Path:
-    """``<HF_HUB_CACHE>/vidforge-converted/<label>-<hash>.safetensors`` for ``checkpoint``."""
+    """``<vidforge cache>/converted/<label>-<hash>.safetensors`` for ``checkpoint``: vidforge's own
+    folder (``$HF_HOME/assets/vidforge``), never inside the hub cache, whose tools would flag a
+    folder that is no repository and could not remove it."""
     resolved = checkpoint.resolve()
     stat = resolved.stat()
     digest = hashlib.sha1(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "--", label).strip("-") or "model"
-    return hub_cache_dir() / "vidforge-converted" / f"{safe}-{digest}.safetensors"
+    return vidforge_cache_dir("converted") / f"{safe}-{digest}.safetensors"
 
 
 def save_converted(path: Path, weights: dict, schedule: dict, release: str) -> None:
