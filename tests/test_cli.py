@@ -49,7 +49,7 @@ def test_version(capsys):
         (["stylize", "x.mp4", "--style", "ink", "--steps", "0"], "--steps must be at least 1"),
         (["extend", "--prompt", "river", "--frames", "-5"], "--frames must be at least 1"),
         (["evaluate", "x.mp4", "--metric", "sharpness"], "unknown metric sharpness"),
-        (["stylize", "x.mp4"], "Missing option '--style'"),
+        (["stylize", "x.mp4"], "--style must not be empty"),
         (["animate", "x.png", "--height", "100"], "--height must be a positive multiple of 64"),
         (["stylize", "x.mp4", "--style", "ink", "--attention", "magic"], "--attention must be one of"),
         (["nonsense"], "No such command"),

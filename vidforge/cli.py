@@ -18,8 +18,12 @@ import typer
 
 try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as click_exceptions
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
+    from click.core import ParameterSource
+    from click.globals import get_current_context
 
 from vidforge._version import __version__
 from vidforge.animate.options import AnimateOptions
@@ -52,7 +56,7 @@ Model = Annotated[
         help="Preset name, Hugging Face hub id, or local folder/file. 'tiny' = random weights, noise output."
     ),
 ]
-Seed = Annotated[int, typer.Option(help="Random seed: same seed, same frames.")]
+Seed = Annotated[int, typer.Option(help="Random seed: same seed, same frames; -1 picks one (recorded).")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel="Hardware")]
 Dtype = Annotated[
     str, typer.Option(help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16.", rich_help_panel="Hardware")
@@ -76,7 +80,38 @@ Crf = Annotated[
         rich_help_panel="Output",
     ),
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary line.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress and no summary line (--progress none).")
+]
+Progress = Annotated[
+    str, typer.Option(help="auto (bars on a terminal, plain lines with an ETA in logs), bar, plain or none.")
+]
+Settings = Annotated[
+    Path | None,
+    typer.Option(
+        help="Replay an earlier output's settings record (OUTPUT.json); flags given here override it."
+    ),
+]
+Offload = Annotated[
+    str,
+    typer.Option(
+        help="Keep weights in CPU memory: none, model (a network moves to the GPU while it runs) or "
+        "sequential (layer by layer: least memory, slowest).",
+        rich_help_panel="Memory",
+    ),
+]
+VaeSlicing = Annotated[
+    bool, typer.Option(help="Decode the VAE one frame at a time.", rich_help_panel="Memory")
+]
+VaeTiling = Annotated[
+    bool, typer.Option(help="Tile the VAE for very large frames.", rich_help_panel="Memory")
+]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        help="Run the denoiser through torch.compile (slow start, faster steps).", rich_help_panel="Hardware"
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object describing the result to stdout.")]
 Resize = Annotated[str | None, typer.Option(help="Resize frames to WIDTHxHEIGHT first, e.g. 512x320.")]
 
@@ -141,24 +176,62 @@ def _report(result, as_json: bool, quiet: bool) -> None:
 
     if as_json:
         typer.echo(result.to_json())
-    elif not quiet:
-        typer.echo(summary(result.num_frames, result.seconds, result.output), err=True)
+    if not quiet:
+        timings = (result.settings or {}).get("timings")
+        typer.echo(summary(result.num_frames, result.seconds, result.output, timings, result.note), err=True)
 
 
-def _bars(quiet: bool, as_json: bool):
-    from vidforge.core.progress import bars
+def _bars(quiet: bool, progress: str = "auto"):
+    from vidforge.core.progress import PROGRESS_MODES, bars
 
-    return bars("none" if quiet or as_json else "auto")
+    if progress not in PROGRESS_MODES:
+        raise OptionError(f"--progress must be one of {', '.join(PROGRESS_MODES)}")
+    return bars("none" if quiet else progress)
 
 
 def _options(cls, params: dict, **converted):
     """The options object of a command, from its parameters: every parameter named like a field
-    of ``cls`` (paths as strings), then ``converted`` values; validated."""
+    of ``cls`` (paths as strings), then ``converted`` values; with ``--settings``, the recorded
+    options stand in for every flag not given on the command line. Validated."""
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: str(v) if isinstance(v, Path) else v for k, v in params.items() if k in names}
-    options = cls(**{**values, **converted})
+    values.update(converted)
+    if params.get("settings") is not None:
+        values.update(_recorded(params["settings"], names))
+    options = cls(**values)
     options.validate()
     return options
+
+
+def _recorded(path: Path, names: set[str]) -> dict:
+    """The options of a settings record that the command line does not set (lists as tuples)."""
+    from vidforge.core.settings import read_settings
+
+    context = get_current_context()
+    recorded = read_settings(path, context.command.name)["options"]
+    given = {
+        name for name in context.params if context.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+    aliases = {"fuse_window", "resize", "metric"}  # parsed parameters with the field's name
+    return {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in recorded.items()
+        if name in names and name not in given and not (name in aliases and name in given)
+    }
+
+
+def _input(given: Path | None, settings: Path | None, key: str, what: str) -> Path:
+    """The command's input: as given, or the one a ``--settings`` record names."""
+    if given is not None:
+        return given
+    if settings is None:
+        raise OptionError(f"missing {what} (or --settings OUTPUT.json to replay a run)")
+    from vidforge.core.settings import read_settings
+
+    recorded = read_settings(settings, get_current_context().command.name)["inputs"].get(key) or {}
+    if not recorded.get("path"):
+        raise OptionError(f"--settings {str(settings)!r} names no {what} (it was given as frames): pass one")
+    return Path(recorded["path"])
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -170,8 +243,10 @@ def _options(cls, params: dict, **converted):
 )
 @handle_errors
 def stylize(
-    input: Annotated[Path, typer.Argument(help="Input video.", show_default=False)],
-    style: Annotated[str, typer.Option(help="Style prompt, e.g. 'ink wash painting'.", show_default=False)],
+    input: Annotated[Path | None, typer.Argument(help="Input video.", show_default=False)] = None,
+    style: Annotated[
+        str, typer.Option(help="Style prompt, e.g. 'ink wash painting'.", show_default=False)
+    ] = "",
     mode: Annotated[
         str, typer.Option(help="frames: the diffusion model on every frame (Style-A-Video).")
     ] = StylizeOptions.mode,
@@ -229,15 +304,24 @@ def stylize(
     ] = StylizeOptions.batch_frames,
     max_frames: Annotated[int | None, typer.Option(help="Only the first N frames.")] = None,
     resize: Resize = None,
-    vae_tiling: Annotated[
-        bool, typer.Option(help="Tile the VAE for very large frames.", rich_help_panel="Hardware")
-    ] = StylizeOptions.vae_tiling,
+    max_side: Annotated[
+        int,
+        typer.Option(
+            help="Process frames whose longer side is larger at this size, then resize back; 0 = full size."
+        ),
+    ] = StylizeOptions.max_side,
     device: Device = StylizeOptions.device,
     dtype: Dtype = StylizeOptions.dtype,
     attention: Attention = StylizeOptions.attention,
+    offload: Offload = "none",
+    vae_slicing: VaeSlicing = False,
+    vae_tiling: VaeTiling = False,
+    compile: Compile = False,
     overwrite: Overwrite = False,
     codec: Codec = None,
     crf: Crf = None,
+    settings: Settings = None,
+    progress: Progress = "auto",
     quiet: Quiet = False,
     json: Json = False,
 ):
@@ -250,8 +334,9 @@ def stylize(
     except ValueError:
         raise OptionError(f"--fuse-window {fuse_window!r}: expected START:END, e.g. 0:0.5") from None
     options = _options(StylizeOptions, locals(), fuse_window=(lo, hi), resize=parse_size(resize))
+    input = _input(input, settings, "input", "INPUT video")
     output = output or _default_output(input, "stylized")
-    with _bars(quiet, json) as bars:
+    with _bars(quiet, progress) as bars:
         result = api.run(input, options, output=output, bars=bars, overwrite=overwrite)
     _report(result, json, quiet)
 
@@ -262,7 +347,9 @@ def stylize(
 )
 @handle_errors
 def animate(
-    image: Annotated[Path, typer.Argument(help="Input image (PNG, JPEG, WebP).", show_default=False)],
+    image: Annotated[
+        Path | None, typer.Argument(help="Input image (PNG, JPEG, WebP).", show_default=False)
+    ] = None,
     prompt: Annotated[str, typer.Option(help="What should move and how.")] = "",
     output: Output = None,
     model: Model = None,
@@ -305,25 +392,36 @@ def animate(
     ] = False,
     height: Annotated[int | None, typer.Option(help="Output height (multiple of 64).")] = None,
     width: Annotated[int | None, typer.Option(help="Output width (multiple of 64).")] = None,
-    decode_per_frame: Annotated[bool, typer.Option(help="Decode one frame at a time (less memory).")] = False,
+    output_fps: Annotated[
+        float, typer.Option(help="Frame rate of the video file (the fps conditioning is --fps).")
+    ] = AnimateOptions.output_fps,
+    decode_per_frame: Annotated[bool, typer.Option(hidden=True, help="Old name of --vae-slicing.")] = False,
     vae_fp32: Annotated[
         bool, typer.Option(help="Decode the VAE in fp32 (avoids fp16 NaNs).")
     ] = AnimateOptions.vae_fp32,
     device: Device = AnimateOptions.device,
     dtype: Dtype = AnimateOptions.dtype,
     attention: Attention = AnimateOptions.attention,
+    offload: Offload = "none",
+    vae_slicing: VaeSlicing = False,
+    vae_tiling: VaeTiling = False,
+    compile: Compile = False,
     overwrite: Overwrite = False,
     codec: Codec = None,
     crf: Crf = None,
+    settings: Settings = None,
+    progress: Progress = "auto",
     quiet: Quiet = False,
     json: Json = False,
 ):
     """Turn a still image into a short video (DynamiCrafter)."""
     from vidforge import animate as api
 
+    vae_slicing = vae_slicing or decode_per_frame
     options = _options(AnimateOptions, locals())
+    image = _input(image, settings, "image", "IMAGE")
     output = output or _default_output(image, "animated")
-    with _bars(quiet, json) as bars:
+    with _bars(quiet, progress) as bars:
         result = api.run(image, options, output=output, bars=bars, overwrite=overwrite)
     _report(result, json, quiet)
 
@@ -334,7 +432,7 @@ def animate(
 )
 @handle_errors
 def extend(
-    prompt: Annotated[str, typer.Option(help="Text prompt.", show_default=False)],
+    prompt: Annotated[str, typer.Option(help="Text prompt.", show_default=False)] = "",
     frames: Annotated[int, typer.Option(help="Total frames to write.")] = ExtendOptions.frames,
     output: Output = None,
     model: Annotated[
@@ -400,9 +498,15 @@ def extend(
     device: Device = ExtendOptions.device,
     dtype: Dtype = ExtendOptions.dtype,
     attention: Attention = ExtendOptions.attention,
+    offload: Offload = "none",
+    vae_slicing: VaeSlicing = False,
+    vae_tiling: VaeTiling = False,
+    compile: Compile = False,
     overwrite: Overwrite = False,
     codec: Codec = None,
     crf: Crf = None,
+    settings: Settings = None,
+    progress: Progress = "auto",
     quiet: Quiet = False,
     json: Json = False,
 ):
@@ -413,7 +517,7 @@ def extend(
         text_scale = guidance_scale
     options = _options(ExtendOptions, locals())
     try:
-        with _bars(quiet, json) as bars:
+        with _bars(quiet, progress) as bars:
             result = api.run(options, output=output or Path("extended.mp4"), bars=bars, overwrite=overwrite)
     except KeyboardInterrupt as e:  # the partial video and checkpoint are kept: say where
         if str(e):
@@ -472,6 +576,7 @@ def evaluate(
     plot: Annotated[Path | None, typer.Option(help="Draw per-frame curves to this PNG.")] = None,
     device: Device = EvaluateOptions.device,
     seed: Seed = EvaluateOptions.seed,
+    progress: Progress = "auto",
     quiet: Quiet = False,
 ):
     """Score videos: warp error, flicker, motion, repetition, CLIP metrics, PIC, FVD."""
@@ -481,7 +586,7 @@ def evaluate(
     metrics = tuple(metric) if metric else WEIGHT_FREE_METRICS
     options = _options(EvaluateOptions, locals(), metrics=metrics, resize=parse_size(resize))
     api.check_outputs(csv, plot)
-    with _bars(quiet, json) as bars:
+    with _bars(quiet, progress) as bars:
         report = api.run([str(v) for v in videos], options, bars=bars)
     api.write_report(report, as_json=json, csv=csv, plot=plot, quiet=quiet)
     if report.failed:

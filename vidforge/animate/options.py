@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidforge.core.options import RunOptions, check
+from vidforge.core.options import RunOptions, check, check_scale
 
 # VAE decode chunk: as many frames as fit in two 320x512 frames' worth of pixels (2 at 320x512,
-# 1 at 576x1024 like the authors' per-frame decoding, 6 at 256x256); 1 with --decode-per-frame.
+# 1 at 576x1024 like the authors' per-frame decoding, 6 at 256x256); 1 with --vae-slicing.
 VAE_DECODE_PIXELS = 2 * 320 * 512
 
 
@@ -27,7 +27,7 @@ class AnimateOptions(RunOptions):
     loop: bool = False  # interp model: end on the input image
     height: int | None = None  # None: the model's native size
     width: int | None = None
-    decode_per_frame: bool = False
+    output_fps: float = 8.0  # the authors save at 8 fps, whatever the fps conditioning
     vae_fp32: bool = True  # decode the VAE in fp32 (fp16 VAE decodes can give NaNs)
 
     def validate(self) -> None:
@@ -40,8 +40,10 @@ class AnimateOptions(RunOptions):
             v = getattr(self, name)
             check(v is None or (v > 0 and v % 64 == 0), f"--{name} must be a positive multiple of 64")
         check(not (self.loop and self.end_image), "--loop and --end-image exclude each other")
-        check(self.text_scale >= 0, "--text-scale must be >= 0")
-        check(self.image_scale is None or self.image_scale >= 0, "--image-scale must be >= 0")
+        check_scale("text_scale", self.text_scale, 0.0)
+        check_scale("image_scale", self.image_scale, 0.0)
+        check(0 < self.output_fps <= 1000, f"--output-fps must be in (0, 1000] (got {self.output_fps})")
+        check(self.fps is None or self.fps <= 1000, "--fps must be at most 1000")
         check(
             self.guidance_rescale is None or 0 <= self.guidance_rescale <= 1,
             "--guidance-rescale must be in [0, 1]",

@@ -54,12 +54,13 @@ def run(
     """
     from vidforge.core.attention import select_backend
     from vidforge.core.device import make_generator
-    from vidforge.core.progress import Bars, Timer
+    from vidforge.core.progress import Bars, Phases, Timer
+    from vidforge.core.settings import describe_input, finish_run, resolve_seed
     from vidforge.core.video_io import load_image
     from vidforge.core.writers import check_output
 
-    timer = Timer()
-    options = dataclasses.replace(options or AnimateOptions(), **overrides)
+    timer, phases = Timer(), Phases()
+    options = resolve_seed(dataclasses.replace(options or AnimateOptions(), **overrides))
     bars = bars or Bars(disable=True)
 
     # 0. Check inputs (cheap checks first: no model is loaded for a bad file, option or output)
@@ -71,32 +72,48 @@ def run(
     backend = select_backend(options.attention, device)
 
     # 1. Load the model (preset, hub id or local checkpoint; `tiny` = seeded random weights)
-    bundle = prepare_model(model, options, device, dtype, backend)
+    with phases("load"):
+        bundle = prepare_model(model, options, device, dtype, backend)
     settings = prepare_settings(options, bundle.config, dtype)
+    check_memory(settings, bundle, device)
 
     # 2. Prepare the image(s): cover-resize + centre crop to (height, width), [-1, 1]
     generator = make_generator(options.seed, "cpu")
     images = prepare_images(first, last, bundle.config.interp, settings, device)
 
     # 3. Encode the conditions: text + CLIP image tokens (context stream), image latents (detail stream)
-    contexts = encode_contexts(bundle.network, options, images[:1], settings.autocast_dtype)
-    latents = conditioning.image_latents(bundle.vae, images, settings.frames, bundle.config.interp, generator)
+    with phases("encode"):
+        contexts = encode_contexts(bundle.network, options, images[:1], settings.autocast_dtype)
+        latents = conditioning.image_latents(
+            bundle.vae, images, settings.frames, bundle.config.interp, generator
+        )
 
     # 4. Denoise: DDIM + (multi-condition) CFG, all branches in one batched UNet call per step
-    latents = denoise(bundle, options, settings, contexts, latents, generator, bars)
+    with phases("sample"):
+        latents = denoise(bundle, options, settings, contexts, latents, generator, bars)
     if options.loop:  # the last frame repeats the first: drop it so the video loops seamlessly
         latents = latents[:-1]
 
     # 5. Decode in chunks (fp32 VAE by default) and stream the frames to the output
-    out_fps = conditioning.output_fps(bundle.config, settings.fps_cond)
-    frames = decode_and_write(bundle.vae, latents, options, settings, (output, overwrite), out_fps, bars)
+    with phases("decode"):
+        frames = decode_and_write(bundle.vae, latents, options, settings, (output, overwrite), bars)
+    inputs = {"image": describe_input(image)}
+    if options.end_image:
+        inputs["end_image"] = describe_input(options.end_image)
+    info = run_info(bundle, options, settings, backend, device, dtype)
+    record = finish_run(
+        "animate", options, output, inputs=inputs, model=bundle, frames=int(latents.shape[0]),
+        fps=options.output_fps, size=(settings.width, settings.height), seconds=timer.seconds,
+        timings=phases.rounded(), details=info,
+    )  # fmt: skip
     return Result(
         output=Path(output) if output is not None else None,
         num_frames=int(latents.shape[0]),
-        fps=float(out_fps),
+        fps=options.output_fps,
         seconds=timer.seconds,
         frames=frames,
-        info=run_info(bundle, options, settings, backend, device, dtype),
+        info=info,
+        settings=record,
     )
 
 
@@ -120,7 +137,7 @@ def prepare_model(model, options: AnimateOptions, device, dtype, backend: str):
     """Load (or wrap) the model, refuse options its release cannot take, check its schedule, put
     the VAE in fp32 (fp16 VAE decodes give NaNs) and the attention backend on it."""
     from vidforge.core.attention import apply_attention_backend
-    from vidforge.core.vae import vae_to_fp32
+    from vidforge.core.vae import set_tiling, vae_to_fp32
     from vidforge.models import load_model, resolve_model
     from vidforge.models.bundle import ModelBundle
     from vidforge.models.dynamicrafter import load as dynamicrafter
@@ -135,7 +152,7 @@ def prepare_model(model, options: AnimateOptions, device, dtype, backend: str):
         # (CPU kernels refuse fp32 activations with bf16 norm weights).
         weights_dtype = dtype if device.type == "cuda" else torch.float32
         try:
-            model = load_model(source, "animate", device, weights_dtype)
+            model = load_model(source, "animate", device, weights_dtype, options.offload, options.compile)
         except torch.cuda.OutOfMemoryError as e:
             raise VidforgeError(
                 f"--model {source.name}: out of GPU memory while loading (try --dtype fp16, or a smaller model)"
@@ -146,6 +163,7 @@ def prepare_model(model, options: AnimateOptions, device, dtype, backend: str):
     check_options_for_config(options, model.config)
     if options.vae_fp32 and model.vae.dtype != torch.float32:
         vae_to_fp32(model.vae)
+    set_tiling(model.vae, options.vae_tiling)
     apply_attention_backend(model.vae, backend)  # our UNet/Resampler read the backend at call time
     return model
 
@@ -182,6 +200,36 @@ def prepare_settings(options: AnimateOptions, config, dtype: torch.dtype) -> Set
         guidance_rescale=rescale,
         autocast_dtype=dtype if dtype != torch.float32 else None,
     )
+
+
+# Activation memory of the video UNet, in elements per latent pixel, per frame, per guidance branch
+# and per model channel: the skip connections of every level plus the widest transient layers
+# (measured order of magnitude; used to refuse impossible runs, not to plan tight ones).
+ACTIVATIONS_PER_CHANNEL = 20
+
+
+def check_memory(settings: Settings, bundle, device) -> None:
+    """Refuse a run whose activations alone would not fit (``--frames 100000`` grew past 5 GB
+    before failing), naming the options to change."""
+    from vidforge.core.device import available_memory
+
+    unet = getattr(bundle.config, "unet", None)
+    free = available_memory(device)
+    if unet is None or free is None:
+        return
+    factor = bundle.vae_scale_factor
+    latent_pixels = (settings.height // factor) * (settings.width // factor)
+    element = 2 if settings.autocast_dtype is not None or bundle.dtype != torch.float32 else 4
+    channels = bundle.config.unet.model_channels
+    need = (
+        ACTIVATIONS_PER_CHANNEL * channels * latent_pixels * settings.frames * 3 * element
+    )  # up to 3 branches
+    if free is not None and need > free:
+        raise VidforgeError(
+            f"--frames {settings.frames} at {settings.width}x{settings.height} needs about {need / 2**30:.1f} GiB "
+            f"for the UNet alone, more than the {free / 2**30:.1f} GiB free on {device}: lower --frames or "
+            "--width/--height"
+        )
 
 
 def prepare_images(first: np.ndarray, last: np.ndarray | None, interp: bool, settings: Settings, device):
@@ -261,15 +309,17 @@ def denoise(bundle, options: AnimateOptions, settings: Settings, contexts, laten
     return out[0].transpose(0, 1)  # (F, 4, h, w)
 
 
-def decode_and_write(vae, latents, options: AnimateOptions, settings: Settings, target, fps, bars):
-    """Decode ``(F, 4, h, w)`` latents a chunk of frames at a time; stream to ``target = (output,
-    overwrite)`` if there is an output, else return all frames ``(F, H, W, 3)`` uint8."""
+def decode_and_write(vae, latents, options: AnimateOptions, settings: Settings, target, bars):
+    """Decode ``(F, 4, h, w)`` latents a chunk of frames at a time (one with ``--vae-slicing``);
+    stream them at ``--output-fps`` to ``target = (output, overwrite)`` if there is an output,
+    else return all frames ``(F, H, W, 3)`` uint8."""
+    from vidforge.core.settings import comment
     from vidforge.core.vae import decode_latents, to_uint8
     from vidforge.core.writers import Sink, output_settings
 
     output, overwrite = target
     pixels = settings.height * settings.width
-    chunk = 1 if options.decode_per_frame else max(1, VAE_DECODE_PIXELS // pixels)
+    chunk = 1 if options.vae_slicing else max(1, VAE_DECODE_PIXELS // pixels)
     vae_dtype = torch.float32 if options.vae_fp32 else vae.dtype
 
     def decoded():
@@ -280,13 +330,14 @@ def decode_and_write(vae, latents, options: AnimateOptions, settings: Settings, 
             yield to_uint8(frames)
 
     try:
-        with Sink(output, fps, settings=output_settings(options, overwrite)) as sink:
+        encoding = output_settings(options, overwrite, comment=comment("animate", options))
+        with Sink(output, options.output_fps, settings=encoding) as sink:
             for frames in decoded():
                 sink.write(frames)
         return sink.frames
     except torch.cuda.OutOfMemoryError as e:
         raise VidforgeError(
-            f"out of GPU memory decoding {settings.width}x{settings.height} frames: try --decode-per-frame"
+            f"out of GPU memory decoding {settings.width}x{settings.height} frames: try --vae-slicing"
         ) from e
 
 

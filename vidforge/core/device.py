@@ -44,3 +44,29 @@ def randn(shape, generator: torch.Generator, device, dtype=torch.float32) -> tor
     that share a CPU generator."""
     noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
     return noise.to(device=device, dtype=dtype)
+
+
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """Where a module computes: its accelerate hook's execution device under CPU offload (its
+    weights are then on the CPU or ``meta``), else its parameters' device."""
+    for sub in module.modules():
+        hook = getattr(sub, "_hf_hook", None)
+        device = getattr(hook, "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return next(module.parameters()).device
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a run on ``device``: free GPU memory, or the system's available RAM
+    (``MemAvailable``); None when it cannot tell."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -17,6 +17,8 @@ CODEC_NAMES = ("h264", "h265", "vp9", "prores", "ffv1")  # core.writers.CODECS, 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 64-bit seeds; -1 means "pick one"
 MAX_SIDE = 8192  # larger frames would need tens of GB for one latent: refused up front
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+OFFLOAD_MODES = ("none", "model", "sequential")
+MAX_GUIDANCE = 100.0  # a guidance scale beyond this only saturates (1e308 overflowed to black frames)
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,24 @@ class RunOptions:
     device: str = "auto"
     dtype: str = "auto"
     attention: str = "auto"
+    # memory: accelerate's CPU offload hooks (as diffusers' enable_model_cpu_offload /
+    # enable_sequential_cpu_offload), VAE one frame at a time (slicing) or in tiles, torch.compile
+    offload: str = "none"
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    compile: bool = False
     # output file
     codec: str | None = None  # None: the container's default (h264; vp9 for .webm)
     crf: int | None = None  # None: the codec's default (h264 18, h265 22, vp9 31)
 
     def validate(self) -> None:
         check_finite(self)
+        check_seed(self.seed)
+        check(
+            DEVICE.fullmatch(self.device) is not None,
+            f"--device {self.device!r}: unknown device (use auto, cpu, cuda or cuda:N)",
+        )
+        check(self.offload in OFFLOAD_MODES, f"--offload must be one of {', '.join(OFFLOAD_MODES)}")
         check(
             self.codec is None or self.codec in CODEC_NAMES,
             f"--codec must be one of {', '.join(CODEC_NAMES)}",
@@ -62,6 +76,15 @@ def check_finite(options) -> None:
         for v in value if isinstance(value, tuple) else (value,):
             if isinstance(v, float) and not math.isfinite(v):
                 raise OptionError(f"{option(f.name)} must be a finite number (got {v})")
+
+
+def check_scale(
+    name: str, value: float | None, low: float = -MAX_GUIDANCE, high: float = MAX_GUIDANCE
+) -> None:
+    """A guidance scale (or similar factor) within ``[low, high]``."""
+    check(
+        value is None or low <= value <= high, f"{option(name)} must be in [{low:g}, {high:g}] (got {value})"
+    )
 
 
 def check_seed(seed: int) -> None:
@@ -96,8 +119,13 @@ class Result:
     seconds: float
     frames: object = None  # (F, H, W, 3) uint8 numpy when run without an output path
     info: dict = field(default_factory=dict)  # model, seed, backend, method details
+    settings: dict | None = None  # the settings record (core.settings), also beside the output
+    note: str = ""  # for the summary line, e.g. a processing size other than the input's
 
     def to_json(self) -> str:
+        """``--json``: the settings record (the same keys for every command)."""
+        if self.settings is not None:
+            return json.dumps(self.settings)
         return json.dumps(
             {
                 "output": str(self.output) if self.output else None,

@@ -135,13 +135,20 @@ def settings_path(output: str | os.PathLike) -> Path:
     return target.with_name(target.name + ".json")
 
 
-def comment(settings: dict) -> str:
+def comment(command: str, options) -> str:
     """The short form for the container's comment tag: version, command and the options as
     compact JSON, cut at 1000 characters (the full record is the JSON file)."""
-    text = f"vidforge {__version__} {settings['command']} " + json.dumps(
-        settings["options"], separators=(",", ":")
-    )
+    text = f"vidforge {__version__} {command} " + json.dumps(options_dict(options), separators=(",", ":"))
     return text[:1000]
+
+
+def finish_run(command: str, options, output, **fields) -> dict:
+    """The record of a finished run (``fields`` as :func:`record` takes them), written beside
+    ``output`` when there is one."""
+    settings = record(command, options, output=output, **fields)
+    if output is not None:
+        write_settings(output, settings)
+    return settings
 
 
 def write_settings(output, settings: dict) -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vidforge.core.device import execution_device
+
 
 def encode_frames(
     vae, frames: torch.Tensor, chunk_size: int = 8, sample: bool = False, generator=None, scale: bool = True
@@ -13,9 +15,10 @@ def encode_frames(
     ``sample=False`` takes the posterior mode (InstructPix2Pix image conditioning); ``scale``
     multiplies by ``vae.config.scaling_factor`` (diffusion latents).
     """
+    device = execution_device(vae)
     latents = []
     for chunk in frames.split(chunk_size):
-        dist = vae.encode(chunk.to(vae.device, vae.dtype)).latent_dist
+        dist = vae.encode(chunk.to(device, vae.dtype)).latent_dist
         latents.append(dist.sample(generator) if sample else dist.mode())
     latents = torch.cat(latents)
     return latents * vae.config.scaling_factor if scale else latents
@@ -29,10 +32,11 @@ def decode_latents(
     ``dtype`` runs the decoder in another precision (fp32 avoids the fp16 VAE NaNs users report).
     """
     dtype = dtype or vae.dtype
+    device = execution_device(vae)
     frames = []
     for chunk in latents.split(chunk_size):
-        chunk = chunk.to(vae.device, dtype) / vae.config.scaling_factor
-        with torch.autocast(vae.device.type, enabled=False):
+        chunk = chunk.to(device, dtype) / vae.config.scaling_factor
+        with torch.autocast(device.type, enabled=False):
             frames.append(vae.decode(chunk).sample.float())
     return torch.cat(frames)
 

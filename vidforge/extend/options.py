@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidforge.core.options import RunOptions, check
+from vidforge.core.options import RunOptions, check, check_scale
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,14 @@ class ExtendOptions(RunOptions):
         check(bool(self.prompt.strip()), "--prompt must not be empty")
         check(self.frames >= 1, f"--frames must be at least 1 (got {self.frames})")
         check(self.prompt_frames >= 0, f"--prompt-frames must be >= 0 (got {self.prompt_frames})")
-        check(self.noise_recycle >= 0, f"--noise-recycle must be >= 0 (got {self.noise_recycle})")
         check(
             0 <= self.staged_guidance <= 1,
             f"--staged-guidance must be in [0, 1] (got {self.staged_guidance})",
         )
         check(0 <= self.eta <= 1, f"--eta must be in [0, 1] (got {self.eta})")
-        check(self.text_scale >= 0, f"--text-scale must be >= 0 (got {self.text_scale})")
-        check(self.fps is None or self.fps > 0, "--fps must be positive")
+        check_scale("text_scale", self.text_scale, 0.0)
+        check_scale("noise_recycle", self.noise_recycle, 0.0, 1000.0)
+        check(self.fps is None or 0 < self.fps <= 1000, f"--fps must be in (0, 1000] (got {self.fps})")
         check(self.clip_frames is None or self.clip_frames >= 1, "--clip-frames must be at least 1")
         if self.clip_frames is not None:
             check_prompt_frames(self.prompt_frames, self.clip_frames)

@@ -27,10 +27,15 @@ LOADERS = {
 }
 
 
-def load_model(name_or_path: str | os.PathLike | ModelSource | None, task: str, device="cpu", dtype=None):
+def load_model(
+    name_or_path: str | os.PathLike | ModelSource | None, task: str, device="cpu", dtype=None,
+    offload: str = "none", compile: bool = False,
+):  # fmt: skip
     """Resolve ``--model`` for ``task`` ("stylize", "animate" or "extend") and load it onto
-    ``device`` in ``dtype`` (default float32). ``tiny`` is one fixed model (random weights from
-    seed 0), whatever the run's ``--seed``."""
+    ``device`` in ``dtype`` (default float32); ``offload`` keeps the weights in CPU memory
+    ("model" or "sequential", accelerate's hooks); ``compile`` runs the denoiser through
+    ``torch.compile``. ``tiny`` is one fixed model (random weights from seed 0), whatever the
+    run's ``--seed``."""
     import torch
 
     from vidforge.models.bundle import prepare_modules
@@ -41,7 +46,12 @@ def load_model(name_or_path: str | os.PathLike | ModelSource | None, task: str, 
     dtype = dtype or torch.float32
     bundle = family.build_tiny() if source.is_tiny else family.load_pretrained(source, dtype)
     bundle.origin = bundle.origin or origin(source)
-    return prepare_modules(bundle, torch.device(device), dtype)
+    prepare_modules(bundle, torch.device(device), dtype, offload)
+    if compile:
+        from vidforge.models.bundle import compile_denoiser
+
+        compile_denoiser(bundle)
+    return bundle
 
 
 __all__ = [

@@ -35,7 +35,10 @@ class ModelBundle:
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        """Where the denoiser computes (its weights may sit on the CPU under offload)."""
+        from vidforge.core.device import execution_device
+
+        return execution_device(self.unet)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -76,14 +79,57 @@ def vae_scale_factor(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
-def prepare_modules(bundle: ModelBundle, device, dtype) -> ModelBundle:
-    """Every network of ``bundle`` frozen, in eval mode, on ``device`` in ``dtype`` (pretrained
-    parts are loaded in it already)."""
+def prepare_modules(bundle: ModelBundle, device, dtype, offload: str = "none") -> ModelBundle:
+    """Every network of ``bundle`` frozen, in eval mode, in ``dtype`` (pretrained parts are loaded
+    in it already), on ``device``; or, with ``offload``, kept in CPU memory and brought to
+    ``device`` by accelerate's hooks (:func:`offload_modules`)."""
     modules = (
         [bundle.network] if bundle.network is not None else [bundle.unet, bundle.vae, bundle.text_encoder]
     )
     for module in modules:
-        module.eval().requires_grad_(False).to(device)
+        module.eval().requires_grad_(False)
         if next(module.parameters()).dtype != dtype:
             module.to(dtype)
+        module.to(device if offload == "none" else "cpu")
+    if offload != "none":
+        offload_modules(bundle, device, offload)
     return bundle
+
+
+def offloaded_parts(bundle: ModelBundle) -> list[torch.nn.Module]:
+    """The networks CPU offload moves, in the order a run uses them. DynamiCrafter's open_clip towers
+    stay on the device: their forward passes read parameters directly, which hooks cannot see."""
+    if bundle.network is not None:
+        return [bundle.network.image_proj, bundle.unet, bundle.vae]
+    return [bundle.text_encoder, bundle.unet, bundle.vae]
+
+
+def offload_modules(bundle: ModelBundle, device, mode: str) -> None:
+    """accelerate's CPU offload, as diffusers' ``enable_model_cpu_offload`` (``model``: a whole
+    network moves to ``device`` when called and back when the next one is) and
+    ``enable_sequential_cpu_offload`` (``sequential``: one layer at a time, the least memory)."""
+    from accelerate import cpu_offload, cpu_offload_with_hook
+
+    parts = offloaded_parts(bundle)
+    if bundle.network is not None:  # the rest of the network (the CLIP towers) on the device
+        bundle.network.to(device)
+        for part in parts:
+            part.to("cpu")
+    hook = None
+    for part in parts:
+        if mode == "sequential":
+            cpu_offload(part, execution_device=device)
+        else:
+            _, hook = cpu_offload_with_hook(part, execution_device=device, prev_module_hook=hook)
+
+
+def compile_denoiser(bundle: ModelBundle) -> None:
+    """``torch.compile`` the denoising network in place (``VIDFORGE_COMPILE_BACKEND`` picks another
+    backend than inductor, e.g. for a quick check on a machine without a compiler toolchain)."""
+    import os
+
+    backend = os.environ.get("VIDFORGE_COMPILE_BACKEND", "inductor")
+    compiled = torch.compile(bundle.unet, backend=backend)
+    if bundle.network is not None:
+        bundle.network.unet = compiled
+    bundle.unet = compiled

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidforge.core.options import RunOptions, check
+from vidforge.core.options import RunOptions, check, check_scale
 
 TEXT_BRANCHES = ("paper", "image")
 MODES = ("frames",)  # frames: the diffusion model on every frame (Style-A-Video)
@@ -39,7 +39,9 @@ class StylizeOptions(RunOptions):
     batch_frames: int = 8  # 8 frames x 4 branches = UNet batch 32
     max_frames: int | None = None
     resize: tuple[int, int] | None = None  # (width, height); processed at multiples of 8
-    vae_tiling: bool = False
+    # SD1.5 was trained at 512 px: a 1080p or 4K frame means huge latents (memory, minutes per
+    # frame) and worse results; larger frames are processed at this longer side and resized back
+    max_side: int = 768
 
     def validate(self) -> None:
         super().validate()
@@ -53,7 +55,9 @@ class StylizeOptions(RunOptions):
                 f"CLIP step invalidate; use one of {', '.join(SCHEDULERS)}",
             )
         check(self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}")
-        check(self.clip_guidance >= 0, "--clip-guidance must be >= 0")
+        for name in ("image_scale", "text_scale", "attn_scale"):
+            check_scale(name, getattr(self, name))
+        check(0 <= self.clip_guidance <= 1, "--clip-guidance must be in [0, 1] (λ: the step is λ·‖z_t‖)")
         check(self.clip_steps >= 0, "--clip-steps must be >= 0")
         lo, hi = self.fuse_window
         check(
@@ -63,6 +67,10 @@ class StylizeOptions(RunOptions):
         check(0 <= self.deflicker <= 1, "--deflicker must be in [0, 1]")
         check(self.flow == "dis", "--flow must be dis (OpenCV DIS, no weights)")
         check(self.batch_frames >= 1, "--batch-frames must be at least 1")
+        check(
+            self.max_side == 0 or self.max_side >= 64,
+            f"--max-side must be 0 (full size) or at least 64 (got {self.max_side})",
+        )
         check(self.max_frames is None or self.max_frames >= 1, "--max-frames must be at least 1")
         check(
             self.resize is None or min(self.resize) >= 8,

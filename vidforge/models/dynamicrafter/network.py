@@ -39,7 +39,8 @@ class DynamiCrafter(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.unet.time_embed[0].weight.device
+        """Where the network computes (the CLIP towers stay there under CPU offload)."""
+        return self.text_encoder.token_embedding.weight.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -250,6 +250,18 @@ class SpatialTransformer(nn.Module):
         return x + y
 
 
+class PointwiseConv1d(nn.Conv1d):
+    """The checkpoint's 1x1 ``Conv1d`` (weights ``(out, in, 1)``) applied to channels-last
+    ``(..., in)`` tokens: a linear map per token. Reading the weight inside its own ``forward``
+    keeps it visible to accelerate's offload hooks."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight[..., 0], self.bias)
+
+
 class TemporalTransformer(nn.Module):
     """Self-attention over frames at every pixel (no positional encoding); both attn1 and attn2 are
     self-attention. ``use_linear=False`` gives the 1x1 Conv1d projections of ``init_attn``."""
@@ -259,7 +271,7 @@ class TemporalTransformer(nn.Module):
         inner = heads * dim_head
         self.use_linear = use_linear
         self.norm = nn.GroupNorm(cfg.num_groups, channels, eps=1e-6)
-        proj = nn.Linear if use_linear else lambda i, o: nn.Conv1d(i, o, 1)
+        proj = nn.Linear if use_linear else PointwiseConv1d
         self.proj_in = proj(channels, inner)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(inner, heads, dim_head, None, cfg.dropout)
@@ -267,21 +279,16 @@ class TemporalTransformer(nn.Module):
         )
         self.proj_out = proj(inner, channels)
 
-    def _project(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.use_linear:
-            return layer(x)
-        return F.linear(x, layer.weight[..., 0], layer.bias)  # a 1x1 Conv1d is a linear map per frame
-
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """``x`` ``(B*F, C, h, w)`` -> same shape; the norm's statistics span all frames of a video."""
         n, c, h, w = x.shape
         b = n // num_frames
         video = x.reshape(b, num_frames, c, h, w).transpose(1, 2)  # (B, C, F, h, w)
         y = self.norm(video).permute(0, 3, 4, 2, 1).reshape(b * h * w, num_frames, c)
-        y = self._project(self.proj_in, y)
+        y = self.proj_in(y)
         for block in self.transformer_blocks:
             y = block(y)
-        y = self._project(self.proj_out, y)
+        y = self.proj_out(y)
         y = y.reshape(b, h, w, num_frames, c).permute(0, 3, 4, 1, 2).reshape(n, c, h, w)
         return x + y
 
