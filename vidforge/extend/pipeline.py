@@ -30,7 +30,7 @@ from vidforge.core.video_io import (
     media_path,
     resize_frames,
 )
-from vidforge.core.writers import Sink, output_settings
+from vidforge.core.writers import Sink, check_output, output_settings
 from vidforge.errors import OptionError, VidforgeError
 from vidforge.extend.checkpoint import Checkpoint, state_dir_for
 from vidforge.extend.options import ExtendOptions, check_prompt_frames
@@ -112,7 +112,7 @@ def run(
     # 0. Check inputs (no model is loaded for a bad option, file or output)
     options.validate()
     image, init = check_inputs(options, image, init, model)
-    output = check_output(options, output, overwrite)
+    output = check_extend_output(options, output, overwrite)
     checkpoint = Checkpoint.load(state_dir_for(output), options) if options.resume else None
 
     # 1. Load the model
@@ -178,10 +178,9 @@ def check_inputs(options: ExtendOptions, image, init, model) -> tuple[np.ndarray
     return image, init
 
 
-def check_output(options: ExtendOptions, output, overwrite: bool) -> Path | None:
+def check_extend_output(options: ExtendOptions, output, overwrite: bool) -> Path | None:
     """The output path, checked: ``--resume`` needs one; an existing output is refused unless
     ``--overwrite``, and one left by an interrupted run names ``--resume``."""
-
     check(
         not options.resume or output is not None, "--resume needs --output (the checkpoint lives beside it)"
     )
