@@ -13,7 +13,7 @@ architecture with random weights (`benchmarks/stylize.py`), fp16 (warp errors of
 are not meaningful there; times and UNet work are).
 
     python benchmarks/stylize_keyframes.py                               # examples/clip.mp4
-    python benchmarks/stylize_keyframes.py --video bikes.mp4 --start 140 --max-frames 48 --resize 320x136
+    python benchmarks/stylize_keyframes.py --video bikes.mp4 --start 137 --max-frames 48 --resize 320x136
 """
 
 from __future__ import annotations
