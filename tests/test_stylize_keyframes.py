@@ -17,7 +17,7 @@ from vidforge.core.writers import Sink, write_video
 from vidforge.errors import OptionError
 from vidforge.evaluate.metrics import warp_error
 from vidforge.stylize import StylizeOptions, StylizePipeline, run
-from vidforge.stylize.keyframes import AUTO_MAX_INTERVAL, Interval, KeyframeStylizer
+from vidforge.stylize.keyframes import AUTO_MAX_INTERVAL, Interval, KeyframeStylizer, visible
 from vidforge.stylize.options import parse_keyframe_interval
 
 TINY = dict(style="ink wash", model="tiny", steps=2, device="cpu", seed=1)
@@ -78,6 +78,22 @@ def test_interval_chains_flow_back_to_the_keyframe_and_masks_what_entered():
     carried = interval.carried().astype(int)
     assert np.abs(carried[8:-8, 16:-8] - edited[8:-8, 6:-18]).mean() < 8
     assert np.abs(carried[:, :6] - frames[5][:, :6]).mean() < 1
+
+
+def test_visible_needs_the_frame_and_the_flow_test_or_matching_input():
+    h, w = 12, 16
+    right = np.broadcast_to(np.float32([1.0, 0.0]), (h, w, 2)).copy()
+    flat = np.full((h, w, 3), 120, np.uint8)
+    # consistent flows (there and back): visible except the column that maps outside the frame
+    vis = visible(right, -right, flat, flat)
+    assert vis[:, :-1].all() and not vis[:, -1].any()
+    # inconsistent flows (both +1 px): the forward-backward test fails everywhere, but a flat
+    # input agrees after the warp, so it stays visible; a different input does not
+    assert visible(right, right, flat, flat)[:, :-1].all()
+    other = flat.copy()
+    other[:, : w // 2] += 40
+    vis = visible(right, right, flat, other)
+    assert not vis[:, : w // 2 - 1].any() and vis[:, w // 2 : -1].all()
 
 
 # ------------------------------------------------------------------------------------ the method
