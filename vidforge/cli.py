@@ -248,7 +248,8 @@ def stylize(
         str, typer.Option(help="Style prompt, e.g. 'ink wash painting'.", show_default=False)
     ] = "",
     mode: Annotated[
-        str, typer.Option(help="frames: the diffusion model on every frame (Style-A-Video).")
+        str,
+        typer.Option(help="frames: every frame (Style-A-Video); keyframes: edit keyframes, flow between."),
     ] = StylizeOptions.mode,
     output: Output = None,
     model: Model = None,
@@ -302,6 +303,22 @@ def stylize(
     batch_frames: Annotated[
         int, typer.Option(help="Frames per UNet call (x4 branches): faster on GPU, more memory.")
     ] = StylizeOptions.batch_frames,
+    keyframe_interval: Annotated[
+        str,
+        typer.Option(
+            help="--mode keyframes: every K-th frame and the last; auto: a new keyframe when motion or "
+            "occlusion since the last one passes a threshold.",
+            rich_help_panel="Keyframes",
+        ),
+    ] = str(StylizeOptions.keyframe_interval),
+    propagation_strength: Annotated[
+        float,
+        typer.Option(
+            help="--mode keyframes: how far each keyframe is re-noised from the previous edit carried "
+            "to it (SDEdit); 1 = independent keyframes, 0 = pure carry-over.",
+            rich_help_panel="Keyframes",
+        ),
+    ] = StylizeOptions.propagation_strength,
     max_frames: Annotated[int | None, typer.Option(help="Only the first N frames.")] = None,
     resize: Resize = None,
     max_side: Annotated[
@@ -328,12 +345,16 @@ def stylize(
     """Restyle a video from a text prompt (Style-A-Video)."""
     from vidforge import stylize as api
     from vidforge.core.options import parse_size
+    from vidforge.stylize.options import parse_keyframe_interval
 
     try:
         lo, hi = (float(v) for v in fuse_window.split(":"))
     except ValueError:
         raise OptionError(f"--fuse-window {fuse_window!r}: expected START:END, e.g. 0:0.5") from None
-    options = _options(StylizeOptions, locals(), fuse_window=(lo, hi), resize=parse_size(resize))
+    options = _options(
+        StylizeOptions, locals(), fuse_window=(lo, hi), resize=parse_size(resize),
+        keyframe_interval=parse_keyframe_interval(keyframe_interval),
+    )  # fmt: skip
     input = _input(input, settings, "input", "INPUT video")
     output = output or _default_output(input, "stylized")
     with _bars(quiet, progress) as bars:

@@ -55,7 +55,7 @@ def run(
     from vidforge.core.attention import select_backend
     from vidforge.core.device import make_generator
     from vidforge.core.progress import Bars, Phases, Timer
-    from vidforge.core.settings import describe_input, finish_run, resolve_seed
+    from vidforge.core.settings import finish_run, resolve_seed
     from vidforge.core.video_io import load_image
     from vidforge.core.writers import check_output
 
@@ -97,14 +97,11 @@ def run(
     # 5. Decode in chunks (fp32 VAE by default) and stream the frames to the output
     with phases("decode"):
         frames = decode_and_write(bundle.vae, latents, options, settings, (output, overwrite), bars)
-    inputs = {"image": describe_input(image)}
-    if options.end_image:
-        inputs["end_image"] = describe_input(options.end_image)
     info = run_info(bundle, options, settings, backend, device, dtype)
     record = finish_run(
-        "animate", options, output, inputs=inputs, model=bundle, frames=int(latents.shape[0]),
-        fps=options.output_fps, size=(settings.width, settings.height), seconds=timer.seconds,
-        timings=phases.rounded(), details=info,
+        "animate", options, output, inputs=describe_inputs(image, options), model=bundle,
+        frames=int(latents.shape[0]), fps=options.output_fps, size=(settings.width, settings.height),
+        seconds=timer.seconds, timings=phases.rounded(), details=info,
     )  # fmt: skip
     return Result(
         output=Path(output) if output is not None else None,
@@ -339,6 +336,16 @@ def decode_and_write(vae, latents, options: AnimateOptions, settings: Settings, 
         raise VidforgeError(
             f"out of GPU memory decoding {settings.width}x{settings.height} frames: try --vae-slicing"
         ) from e
+
+
+def describe_inputs(image, options: AnimateOptions) -> dict:
+    """The run's images as the settings record keeps them (path, content hash)."""
+    from vidforge.core.settings import describe_input
+
+    inputs = {"image": describe_input(image)}
+    if options.end_image:
+        inputs["end_image"] = describe_input(options.end_image)
+    return inputs
 
 
 def run_info(bundle, options: AnimateOptions, settings: Settings, backend, device, dtype) -> dict:

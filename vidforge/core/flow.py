@@ -115,6 +115,12 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return cv2.remap(image, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def compose_flows(flow_ab: np.ndarray, flow_bc: np.ndarray) -> np.ndarray:
+    """Flow from frame a to frame c through b, on a's grid: ``w_ac(x) = w_ab(x) + w_bc(x + w_ab(x))``
+    (bilinear, edges replicated). Chains consecutive-frame flows across an interval."""
+    return flow_ab + warp(flow_bc, flow_ab)
+
+
 def _sq_mag(flow: np.ndarray) -> np.ndarray:
     return flow[..., 0] ** 2 + flow[..., 1] ** 2
 

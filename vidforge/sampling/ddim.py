@@ -4,7 +4,8 @@ Samplers are plain functions of ``(denoiser, x, schedule)`` (k-diffusion style):
 hides the prediction type (:mod:`vidforge.sampling.denoisers`), the schedule holds ᾱ per step
 (:func:`vidforge.sampling.schedules.ddim_schedule`), ``before_step(x, step) -> x`` may change the
 latents before the network sees them (and the step then uses the changed latents), and
-``callback`` only observes ``{"x", "i", "t", "denoised"}``.
+``callback`` only observes ``{"x", "i", "t", "denoised"}`` (``i``: the step's index in the full
+schedule, also on a part-way schedule from ``schedule.from_step(k)``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def sample_ddim(
         a_prev = schedule.alphas_cumprod_prev[i].to(x.device)
         x = ddim_step(eps, x0, a_prev, sigmas[i].to(x.device), noise)
         if callback is not None:
-            callback({"x": x, "i": i, "t": int(step.t), "denoised": x0})
+            callback({"x": x, "i": step.index, "t": int(step.t), "denoised": x0})
     return x
 
 

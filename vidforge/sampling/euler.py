@@ -52,5 +52,5 @@ def sample_euler(
         if sigma_up is not None:
             x = x + randn(x.shape, generator, x.device, x.dtype) * sigma_up
         if callback is not None:
-            callback({"x": x, "i": i, "t": float(step.t), "denoised": x0})
+            callback({"x": x, "i": step.index, "t": float(step.t), "denoised": x0})
     return x

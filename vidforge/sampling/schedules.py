@@ -17,11 +17,14 @@ Both step to ᾱ at the next timestep of the DDIM grid and, after the last step,
 ``final_alpha_cumprod`` (ᾱ_0 unless a diffusers config sets ``set_alpha_to_one``). That equals
 diffusers' ``t - T // S`` rule whenever the grid is uniform (every leading grid, and trailing
 grids with S dividing T).
+
+A sampler may also start part-way (SDEdit, img2img): ``schedule.from_step(sdedit_start(S, s))``
+from ``noised(x0, noise, first_step)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -175,9 +178,25 @@ class DDIMSchedule:
     variances: torch.Tensor  # (S,) (1-ᾱ_prev)/(1-ᾱ_t)·(1-ᾱ_t/ᾱ_prev), in the family's precision
     x0_rescale: torch.Tensor  # (S,) dynamic rescale ratio scale_arr[t_prev] / scale_arr[t] (ones if off)
     prediction_type: str = "epsilon"
+    first: int = 0  # index of entry 0 in the full schedule (see from_step)
 
     def __len__(self) -> int:
         return int(self.timesteps.shape[0])
+
+    def from_step(self, k: int) -> DDIMSchedule:
+        """The table from step ``k`` onward, to start part-way from a noised sample (SDEdit, see
+        :func:`sdedit_start` and :func:`noised`). Its steps keep their index in the full schedule,
+        so hooks keyed on ``Step.index`` mean the same step."""
+        check_start(k, len(self))
+        return replace(
+            self,
+            timesteps=self.timesteps[k:],
+            alphas_cumprod=self.alphas_cumprod[k:],
+            alphas_cumprod_prev=self.alphas_cumprod_prev[k:],
+            variances=self.variances[k:],
+            x0_rescale=self.x0_rescale[k:],
+            first=self.first + k,
+        )
 
     def sigmas(self, eta: float) -> torch.Tensor:
         """DDIM noise scale σ_t = η·√variance (Song et al. 2021, eq. 16), ``(S,)`` float32."""
@@ -186,7 +205,7 @@ class DDIMSchedule:
     def step(self, i: int, device) -> Step:
         """Step ``i`` for a sample that sits at ᾱ_t."""
         alpha = self.alphas_cumprod[i].to(device)
-        return Step(i, self.timesteps[i].to(device), alpha.sqrt(), (1 - alpha).sqrt())
+        return Step(self.first + i, self.timesteps[i].to(device), alpha.sqrt(), (1 - alpha).sqrt())
 
 
 def ddim_schedule(noise: NoiseSchedule, steps: int) -> DDIMSchedule:
@@ -215,14 +234,20 @@ class SigmaSchedule:
     sigmas: torch.Tensor  # (S + 1,) float32, descending, last 0
     init_noise_sigma: float
     prediction_type: str = "epsilon"
+    first: int = 0  # index of entry 0 in the full schedule (see from_step)
 
     def __len__(self) -> int:
         return int(self.timesteps.shape[0])
 
+    def from_step(self, k: int) -> SigmaSchedule:
+        """The table from step ``k`` onward (see :meth:`DDIMSchedule.from_step`)."""
+        check_start(k, len(self))
+        return replace(self, timesteps=self.timesteps[k:], sigmas=self.sigmas[k:], first=self.first + k)
+
     def step(self, i: int, device) -> Step:
         sigma = self.sigmas[i].to(device)
         one = torch.ones((), device=device)
-        return Step(i, self.timesteps[i].to(device), one, sigma, (sigma**2 + 1) ** 0.5)
+        return Step(self.first + i, self.timesteps[i].to(device), one, sigma, (sigma**2 + 1) ** 0.5)
 
 
 def sigma_schedule(noise: NoiseSchedule, steps: int, ancestral: bool = False) -> SigmaSchedule:
@@ -243,3 +268,25 @@ def sigma_schedule(noise: NoiseSchedule, steps: int, ancestral: bool = False) ->
         float(scheduler.init_noise_sigma),
         noise.prediction_type,
     )
+
+
+# ------------------------------------------------------------------------------ starting part-way
+
+
+def check_start(k: int, steps: int) -> None:
+    if not 0 <= k <= steps:
+        raise ValueError(f"start step {k} is outside a schedule of {steps} steps")
+
+
+def sdedit_start(steps: int, strength: float) -> int:
+    """The step an SDEdit run (Meng et al. 2022) starts from at ``strength`` in [0, 1]: the last
+    ``int(steps·strength)`` steps run (diffusers' img2img rule), so 1 runs them all and 0 none."""
+    if not 0 <= strength <= 1:
+        raise ValueError(f"strength must be in [0, 1] (got {strength})")
+    return steps - min(int(steps * strength), steps)
+
+
+def noised(x0: torch.Tensor, noise: torch.Tensor, step: Step) -> torch.Tensor:
+    """``x0`` at ``step``'s noise level, ``a·x0 + b·noise`` (ᾱ tables: √ᾱ·x0 + √(1-ᾱ)·ε; σ tables:
+    x0 + σ·ε): the sample a part-way schedule (``from_step``) starts from."""
+    return step.a.to(x0.dtype) * x0 + step.b.to(x0.dtype) * noise

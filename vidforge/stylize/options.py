@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from vidforge.core.options import RunOptions, check, check_scale
 
 TEXT_BRANCHES = ("paper", "image")
-MODES = ("frames",)  # frames: the diffusion model on every frame (Style-A-Video)
+# frames: the diffusion model on every frame (Style-A-Video); keyframes: on keyframes only (StableVideo)
+MODES = ("frames", "keyframes")
 # Only samplers whose step reads (z_t, eps_t) alone: latent fusion rewrites eps and the CLIP step
 # shifts z_t between steps, which would silently invalidate a multistep solver's history.
 SCHEDULERS = ("ddim", "euler", "euler-a")
@@ -42,6 +43,9 @@ class StylizeOptions(RunOptions):
     # SD1.5 was trained at 512 px: a 1080p or 4K frame means huge latents (memory, minutes per
     # frame) and worse results; larger frames are processed at this longer side and resized back
     max_side: int = 768
+    # --mode keyframes (stylize/keyframes.py)
+    keyframe_interval: int | str = 8  # every K-th frame and the last; "auto": by accumulated motion
+    propagation_strength: float = 0.6  # SDEdit strength of a carried-over keyframe; 1 = independent
 
     def validate(self) -> None:
         super().validate()
@@ -76,3 +80,23 @@ class StylizeOptions(RunOptions):
             self.resize is None or min(self.resize) >= 8,
             "--resize must be at least 8x8 (the VAE works on 8x8 pixel blocks)",
         )
+        interval = self.keyframe_interval
+        check(
+            interval == "auto" or (type(interval) is int and interval >= 1),
+            f"--keyframe-interval must be a whole number >= 1 or auto (got {interval})",
+        )
+        check(
+            0 <= self.propagation_strength <= 1,
+            f"--propagation-strength must be in [0, 1] (got {self.propagation_strength})",
+        )
+
+
+def parse_keyframe_interval(text: str) -> int | str:
+    """``"8"`` -> 8, ``"auto"`` -> ``"auto"`` (the range is checked by ``validate``)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        check(False, f"--keyframe-interval {text!r}: expected a whole number of frames or auto")
+        raise

@@ -40,7 +40,7 @@ from vidforge.models.bundle import ModelBundle
 from vidforge.sampling.ddim import sample_ddim
 from vidforge.sampling.denoisers import Denoiser, Prediction, eps_from_x0
 from vidforge.sampling.euler import sample_euler
-from vidforge.sampling.schedules import Step, ddim_schedule, sigma_schedule
+from vidforge.sampling.schedules import Step, ddim_schedule, noised, sigma_schedule
 from vidforge.stylize.attention_map import attention_condition, install_probs_processor, saliency_mask
 from vidforge.stylize.clip_guidance import clip_guidance_step
 from vidforge.stylize.guidance import batch_branches, branch_conditions, four_branch_guidance, split_branches
@@ -278,13 +278,16 @@ class StylizePipeline:
             yield out
 
     def denoise_chunk(
-        self, chunk, indices, noise, text, flows, fuse_steps, clip, options, generator, carry, bars
-    ):
-        """Sample the latents ``(F, C, h, w)`` of one chunk of frames."""
+        self, chunk, indices, noise, text, flows, fuse_steps, clip, options, generator, carry, bars,
+        init=None, start=0,
+    ):  # fmt: skip
+        """Sample the latents ``(F, C, h, w)`` of one chunk of frames. ``init`` (scaled latents
+        ``(F, C, h, w)``) and ``start``: begin at step ``start`` from ``init`` noised to that step's
+        level (SDEdit) instead of from pure noise at step 0."""
         num = len(indices)
         latent_size = tuple(noise.shape[-2:])
-        # 5.1 Timesteps
-        schedule = make_schedule(options.scheduler, self.bundle, options.steps)
+        # 5.1 Timesteps (from step `start` on)
+        schedule = make_schedule(options.scheduler, self.bundle, options.steps).from_step(start)
         # 5.2 Conditions: c_I, and c_M = c_I until the first attention map exists
         image_latents = self.encode_image_latents(chunk, options.batch_frames)
         branches = FourBranchModel(self, image_latents, text, options, latent_size)
@@ -299,9 +302,13 @@ class StylizePipeline:
         if clip is not None:
             target = clip.encode_images(to_tensor(chunk, self.device).add(1).div(2))
             before_step = clip_optimization(self.vae, clip, target, branches, denoiser, options)
-        # 5.5 Sample from one noise shared by all frames
-        latents = noise.expand(num, -1, -1, -1) * schedule_init_sigma(schedule)
-        progress = lambda it: bars.track(it, "denoise", total=options.steps)  # noqa: E731
+        # 5.5 Sample from one noise shared by all frames (or from `init` noised with it)
+        latents = noise.expand(num, -1, -1, -1)
+        if init is None:
+            latents = latents * schedule_init_sigma(schedule)
+        else:
+            latents = noised(init.to(latents.dtype), latents, schedule.step(0, self.device))
+        progress = lambda it: bars.track(it, "denoise", total=len(schedule))  # noqa: E731
         return sample(options.scheduler, denoiser, latents, schedule, generator, before_step, progress)
 
     @staticmethod
@@ -455,9 +462,17 @@ def run(
     out_size = info.size
     size = processing_size(*out_size, pipeline.bundle.vae_scale_factor)
     chunks = (resize_frames(chunk, size) for chunk in chunks)
-    # 4. Stylize chunk by chunk, streaming each chunk to the output, resized back
+    # 4. Stylize chunk by chunk (--mode keyframes: interval by interval), streaming each chunk to
+    #    the output, resized back
+    if options.mode == "keyframes":
+        from vidforge.stylize.keyframes import KeyframeStylizer
+
+        method = KeyframeStylizer(pipeline, options)
+        stylized = method.stream(chunks, bars, num_frames=info.num_frames)
+    else:
+        stylized = pipeline.stream(chunks, options, bars, num_frames=info.num_frames)
     with Sink(output, info.fps, info.path, output_settings(options, overwrite, info.color)) as sink:
-        for out in pipeline.stream(chunks, options, bars, num_frames=info.num_frames):
+        for out in stylized:
             sink.write(resize_frames(out, out_size))
     return Result(
         output=sink.output,
@@ -473,5 +488,7 @@ def run(
             "attention": pipeline.attention_backend,
             "size": f"{size[0]}x{size[1]}",
             "clip_guidance": options.clip_guidance,
+            "mode": options.mode,
+            **(method.summary() if options.mode == "keyframes" else {}),
         },
     )
