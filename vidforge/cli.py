@@ -138,7 +138,11 @@ def stylize(
     input: Annotated[Path, typer.Argument(help="Input video.", show_default=False)],
     style: Annotated[str, typer.Option(help="Style prompt, e.g. 'ink wash painting'.", show_default=False)],
     mode: Annotated[
-        str, typer.Option(help="frames: the diffusion model on every frame (Style-A-Video).")
+        str,
+        typer.Option(
+            help="frames: the diffusion model on every frame (Style-A-Video). "
+            "atlas: fit a canonical image and a deformation per video (CoDeF), stylize it once, render every frame from it."
+        ),
     ] = StylizeOptions.mode,
     output: Output = None,
     model: Model = None,
@@ -200,6 +204,28 @@ def stylize(
     device: Device = StylizeOptions.device,
     dtype: Dtype = StylizeOptions.dtype,
     attention: Attention = StylizeOptions.attention,
+    atlas_iterations: Annotated[
+        int, typer.Option(help="Fit iterations.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.atlas_iterations,
+    atlas_batch: Annotated[
+        int, typer.Option(help="Pixels per fit iteration.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.atlas_batch,
+    atlas_levels: Annotated[
+        int, typer.Option(help="Hash-grid levels of both fields.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.atlas_levels,
+    atlas_table: Annotated[
+        int, typer.Option(help="log2 hash-table entries per level.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.atlas_table,
+    atlas_blend: Annotated[
+        float,
+        typer.Option(
+            help="Use the per-frame result where the atlas's reconstruction error exceeds this; 0 = off.",
+            rich_help_panel="Atlas mode",
+        ),
+    ] = StylizeOptions.atlas_blend,
+    refit: Annotated[
+        bool, typer.Option(help="Fit again, ignoring a saved fit.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.refit,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     json: Json = False,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -51,7 +51,15 @@ class Bars:
             self._progress.__exit__(*exc)
             self._progress = None
 
-    def track(self, items: Iterable, description: str, total: int | None = None) -> Iterator:
+    def track(
+        self,
+        items: Iterable,
+        description: str,
+        total: int | None = None,
+        status: Callable[[], str] | None = None,
+    ) -> Iterator:
+        """Yield ``items`` under a bar; ``status()`` (optional) is appended to the description after
+        each item (e.g. a running loss)."""
         if self._progress is None:
             yield from items
             return
@@ -62,6 +70,10 @@ class Bars:
             for item in items:
                 yield item
                 self._progress.advance(task)
+                if status is not None:
+                    self._progress.update(
+                        task, description=("  " * (self._depth - 1)) + description + status()
+                    )
         finally:
             self._depth -= 1
             self._progress.remove_task(task)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from vidforge.core.options import RunOptions, check
 
 TEXT_BRANCHES = ("paper", "image")
-MODES = ("frames",)  # frames: the diffusion model on every frame (Style-A-Video)
+MODES = ("frames", "atlas")  # frames: the diffusion model on every frame (Style-A-Video)
+# atlas: one edit of a canonical image, every frame rendered from it (CoDeF fields; stylize/atlas)
 # Only samplers whose step reads (z_t, eps_t) alone: latent fusion rewrites eps and the CLIP step
 # shifts z_t between steps, which would silently invalidate a multistep solver's history.
 SCHEDULERS = ("ddim", "euler", "euler-a")
@@ -40,6 +41,13 @@ class StylizeOptions(RunOptions):
     max_frames: int | None = None
     resize: tuple[int, int] | None = None  # (width, height); processed at multiples of 8
     vae_tiling: bool = False
+    # --mode atlas: the fit (CoDeF: 16 levels, 2^19 entries; sized for a GPU, see README)
+    atlas_iterations: int = 3000
+    atlas_batch: int = 65536  # pixels drawn per fit iteration
+    atlas_levels: int = 16  # hash-grid levels of both fields
+    atlas_table: int = 19  # log2 of the hash-table entries per level
+    atlas_blend: float = 0.1  # per-frame result where the atlas's error exceeds this (RGB in [0, 1]); 0 = off
+    refit: bool = False  # fit again even if a saved fit of the same frames and settings exists
 
     def validate(self) -> None:
         super().validate()
@@ -67,4 +75,19 @@ class StylizeOptions(RunOptions):
         check(
             self.resize is None or min(self.resize) >= 8,
             "--resize must be at least 8x8 (the VAE works on 8x8 pixel blocks)",
+        )
+        self.validate_atlas()
+
+    def validate_atlas(self) -> None:
+        check(
+            self.atlas_iterations >= 1, f"--atlas-iterations must be at least 1 (got {self.atlas_iterations})"
+        )
+        check(self.atlas_batch >= 1, f"--atlas-batch must be at least 1 pixel (got {self.atlas_batch})")
+        check(1 <= self.atlas_levels <= 32, f"--atlas-levels must be in 1..32 (got {self.atlas_levels})")
+        check(
+            4 <= self.atlas_table <= 24,
+            f"--atlas-table must be in 4..24, log2 entries (got {self.atlas_table})",
+        )
+        check(
+            0 <= self.atlas_blend <= 1, f"--atlas-blend must be in [0, 1], 0 = off (got {self.atlas_blend})"
         )

@@ -456,6 +456,10 @@ def run(
     out_size = info.size
     size = processing_size(*out_size, pipeline.bundle.vae_scale_factor)
     chunks = (resize_frames(chunk, size) for chunk in chunks)
+    if options.mode == "atlas":  # edit one canonical image, render every frame from it
+        from vidforge.stylize.atlas.pipeline import run_atlas
+
+        return run_atlas(info, chunks, options, output, pipeline, bars, timer)
     # 4. Stylize chunk by chunk, streaming each chunk to the output, resized back
     with Sink(output, info.fps, audio_from=info.path) as sink:
         for out in pipeline.stream(chunks, options, bars, num_frames=info.num_frames):
