@@ -23,6 +23,7 @@ from vidforge.evaluate.metrics import warp_error
 from vidforge.stylize import StylizeOptions, run
 from vidforge.stylize.atlas import pipeline as atlas_pipeline
 from vidforge.stylize.atlas.cache import FIELDS_FILE, META_FILE
+from vidforge.stylize.atlas.canonical import blend_mask
 from vidforge.stylize.atlas.fields import HashGrid, anneal_weights, level_resolutions
 
 # tiny sizes: 150 iterations of 1024 pixels, 8 levels of 2^12 entries
@@ -44,8 +45,8 @@ class ColourEdit:
     attention_backend = "none"
     bundle = SimpleNamespace(vae_scale_factor=8, name="colour")
 
-    def __init__(self):
-        self.calls = []
+    def __init__(self, per_frame=colour):
+        self.calls, self.streamed, self.per_frame = [], 0, per_frame
 
     def __call__(self, frames, options, bars=None):
         self.calls.append(frames.shape)
@@ -53,7 +54,8 @@ class ColourEdit:
 
     def stream(self, frames, options, bars=None, num_frames=None):
         for start in range(0, len(frames), options.batch_frames):
-            yield colour(frames[start : start + options.batch_frames])
+            self.streamed += 1
+            yield self.per_frame(frames[start : start + options.batch_frames])
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,9 @@ def test_fit_reaches_the_psnr_target_on_a_translating_zooming_texture(atlas):
     width, height = (int(v) for v in info["canonical_size"].split("x"))
     assert width % 8 == 0 and height % 8 == 0 and width >= 48 and height >= 32  # covers every frame
     assert atlas.edit.calls == [(1, height, width, 3)]  # the edit ran once, on the canonical image
+    assert (
+        info["blended"] == 0 and atlas.edit.streamed == 0
+    )  # no pixel above --atlas-blend: no per-frame pass
 
 
 def test_colour_edit_of_the_canonical_image_renders_the_transformed_frames(atlas):
@@ -128,6 +133,26 @@ def test_colour_edit_of_the_canonical_image_renders_the_transformed_frames(atlas
     mse = float(np.mean(error**2))
     assert 10 * np.log10(1 / mse) >= PSNR_TARGET
     assert error.mean() <= 0.025  # mean absolute error at most 2.5% of the range (6 levels of 255)
+
+
+def test_blend_mask_ramps_from_the_threshold_to_twice_it():
+    frame = torch.zeros(3, 20, 20)
+    rendered = frame.clone()
+    rendered[:, :, 10:] = 0.3  # error 0.3 on the right half
+    mask = blend_mask(rendered, frame, threshold=0.1)[0]
+    assert mask[:, :7].max() == 0 and mask[:, 13:].min() == 1  # beyond the 5x5 box filter's reach
+    assert blend_mask(rendered, frame, threshold=0.2)[0][:, 13:].max() == pytest.approx(0.5)
+
+
+def test_per_frame_result_is_blended_where_the_atlas_error_is_high(atlas, monkeypatch):
+    monkeypatch.setenv("VIDFORGE_CACHE", str(atlas.cache))
+    black = ColourEdit(per_frame=np.zeros_like)  # per-frame result: black, to see where it goes
+    options = StylizeOptions(style="ink", mode="atlas", **FIT, atlas_blend=0.02)
+    result = run(atlas.clip, options, pipeline=black)
+    assert result.info["atlas_fit"] == "cached"  # --atlas-blend does not change the fit
+    assert black.streamed == 1 and 0 < result.info["blended"] < 0.5
+    darker = result.frames.astype(int).sum(-1) < atlas.result.frames.astype(int).sum(-1) - 30
+    assert 0 < darker.mean() < 0.5  # some pixels, not most, came from the per-frame result
 
 
 def test_fit_is_deterministic_for_a_seed(atlas, tmp_path, monkeypatch):
