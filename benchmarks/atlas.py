@@ -110,7 +110,7 @@ def ablation() -> list[dict]:
         )
         noise = cv2.resize(noise, (canvas.width, canvas.height), interpolation=cv2.INTER_CUBIC)
         images = to_images(noise, device="cpu")
-        edited = np.stack([render_frame(fields, t, images, canvas)[0] for t in range(len(frames))])
+        edited = torch.stack([render_frame(fields, t, images, canvas)[0] for t in range(len(frames))])
         edited = (edited.permute(0, 2, 3, 1) * 255).round().byte().numpy()
         rows.append({
             "flow_weight": flow_weight, "lr": lr, "atlas_psnr": round(reconstruction_psnr(fields, video.frames), 2),

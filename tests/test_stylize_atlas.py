@@ -110,6 +110,16 @@ def test_levels_are_geometric_and_anneal_opens_them_coarse_to_fine():
     assert half[0] == 1 and half[1] == 1 and half[3] == 0
 
 
+def test_progress_bar_shows_the_fit_status():
+    from vidforge.core.progress import Bars
+
+    seen = []
+    with Bars(disable=False) as bars:
+        for _ in bars.track(range(2), "atlas fit", status=lambda: " loss 0.12345"):
+            seen.append([task.description for task in bars._progress.tasks])
+    assert seen == [["atlas fit"], ["atlas fit loss 0.12345"]]
+
+
 # --------------------------------------------------------------------------- fit and known colour edit
 
 
