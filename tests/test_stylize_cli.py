@@ -69,8 +69,9 @@ def test_odd_size_max_frames_audio_and_json(tmp_path, capsys):
     ]
     code, stdout, err = run_main([*args, *FAST], capsys)
     assert code == 0, err
-    result = json.loads(stdout)
-    assert result["frames"] == 4 and result["size"] == "64x48" and result["model"] == "tiny"
+    record = json.loads(stdout)
+    assert record["output"]["frames"] == 4 and record["output"]["size"] == [60, 44]
+    assert record["details"]["size"] == "64x48" and record["details"]["model"] == "tiny"
     video = read_video(out)
     assert video.num_frames == 4 and video.size == (60, 44)  # processed at 64x48, written at input size
     assert video.fps == pytest.approx(10.0) and video.has_audio

@@ -193,10 +193,10 @@ def test_keeps_frame_count_fps_size_and_audio(tmp_path, capsys, num_frames, inte
     args = ["stylize", clip, "--style", "ink", "-o", out, "--mode", "keyframes", "--json"]
     code, stdout, err = run_main([*args, "--keyframe-interval", interval, *FAST], capsys)
     assert code == 0, err
-    result = json.loads(stdout)
-    assert result["frames"] == num_frames and result["mode"] == "keyframes"
+    record = json.loads(stdout)
+    assert record["output"]["frames"] == num_frames and record["details"]["mode"] == "keyframes"
     # every K-th frame and the last
-    assert result["keyframes"] == len(set(range(0, num_frames, int(interval))) | {num_frames - 1})
+    assert record["details"]["keyframes"] == len(set(range(0, num_frames, int(interval))) | {num_frames - 1})
     video = read_video(out)
     assert video.num_frames == num_frames and video.size == (60, 44)
     assert video.fps == pytest.approx(10.0) and video.has_audio

@@ -249,7 +249,11 @@ def stylize(
     ] = "",
     mode: Annotated[
         str,
-        typer.Option(help="frames: every frame (Style-A-Video); keyframes: edit keyframes, flow between."),
+        typer.Option(
+            help="frames: the diffusion model on every frame (Style-A-Video); keyframes: edit keyframes, "
+            "optical flow between (StableVideo); atlas: fit a canonical image and a deformation per video "
+            "(CoDeF), stylize it once, render every frame from it."
+        ),
     ] = StylizeOptions.mode,
     output: Output = None,
     model: Model = None,
@@ -330,6 +334,28 @@ def stylize(
     device: Device = StylizeOptions.device,
     dtype: Dtype = StylizeOptions.dtype,
     attention: Attention = StylizeOptions.attention,
+    atlas_iterations: Annotated[
+        int, typer.Option(help="Fit iterations.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.atlas_iterations,
+    atlas_batch: Annotated[
+        int, typer.Option(help="Pixels per fit iteration.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.atlas_batch,
+    atlas_levels: Annotated[
+        int, typer.Option(help="Hash-grid levels of both fields.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.atlas_levels,
+    atlas_table: Annotated[
+        int, typer.Option(help="log2 hash-table entries per level.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.atlas_table,
+    atlas_blend: Annotated[
+        float,
+        typer.Option(
+            help="Use the per-frame result where the atlas's reconstruction error exceeds this; 0 = off.",
+            rich_help_panel="Atlas mode",
+        ),
+    ] = StylizeOptions.atlas_blend,
+    refit: Annotated[
+        bool, typer.Option(help="Fit again, ignoring a saved fit.", rich_help_panel="Atlas mode")
+    ] = StylizeOptions.refit,
     offload: Offload = "none",
     vae_slicing: VaeSlicing = False,
     vae_tiling: VaeTiling = False,

@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -54,7 +54,15 @@ class Bars:
             self._progress.__exit__(*exc)
             self._progress = None
 
-    def track(self, items: Iterable, description: str, total: int | None = None) -> Iterator:
+    def track(
+        self,
+        items: Iterable,
+        description: str,
+        total: int | None = None,
+        status: Callable[[], str] | None = None,
+    ) -> Iterator:
+        """Yield ``items`` under a bar; ``status()`` (optional) is appended to the description after
+        each item (e.g. a running loss)."""
         if self._progress is None:
             yield from items
             return
@@ -65,6 +73,10 @@ class Bars:
             for item in items:
                 yield item
                 self._progress.advance(task)
+                if status is not None:
+                    self._progress.update(
+                        task, description=("  " * (self._depth - 1)) + description + status()
+                    )
         finally:
             self._depth -= 1
             self._progress.remove_task(task)
@@ -87,7 +99,13 @@ class PlainBars(Bars):
     def __exit__(self, *exc) -> None:
         pass
 
-    def track(self, items: Iterable, description: str, total: int | None = None) -> Iterator:
+    def track(
+        self,
+        items: Iterable,
+        description: str,
+        total: int | None = None,
+        status: Callable[[], str] | None = None,
+    ) -> Iterator:
         total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
         if self._depth > 0:
             yield from items
@@ -99,7 +117,8 @@ class PlainBars(Bars):
                 yield item
                 now = time.perf_counter()
                 if now - last >= self.interval or done == total:
-                    self._line(description, done, total, now - start)
+                    text = description + (status() if status is not None else "")
+                    self._line(text, done, total, now - start)
                     last = now
         finally:
             self._depth -= 1

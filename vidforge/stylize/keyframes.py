@@ -41,7 +41,7 @@ import torch
 from vidforge.core.device import make_generator, randn
 from vidforge.core.flow import compose_flows, compute_flow, occlusion_mask, warp
 from vidforge.core.progress import Bars
-from vidforge.core.vae import decode_latents, encode_frames, set_tiling, to_tensor, to_uint8
+from vidforge.core.vae import encode_frames, set_tiling, to_tensor
 from vidforge.sampling.schedules import sdedit_start
 from vidforge.stylize.options import StylizeOptions
 from vidforge.stylize.temporal import fuse_pixels
@@ -195,7 +195,8 @@ class KeyframeStylizer:
         # 3. Interval by interval: read and chain flows, close at the next keyframe (and the last frame)
         interval, previous = Interval(0, edited, first, options.flow), edited
         for frame in frames:
-            interval.add(frame)
+            with self.pipe.phases("flow"):
+                interval.add(frame)
             if self.is_keyframe(interval):
                 interval, previous, out = self.close(interval, previous)
                 yield out
@@ -236,9 +237,10 @@ class KeyframeStylizer:
         init = None
         if start > 0:
             pixels = to_tensor(carried[None], pipe.device, pipe.dtype)
-            init = encode_frames(pipe.vae, pixels, chunk_size=1, sample=False, scale=True)
+            with pipe.phases("encode"):
+                init = encode_frames(pipe.vae, pixels, chunk_size=1, sample=False, scale=True)
         latents = pipe.denoise_chunk(
             frame[None], [index], self.noise, self.text, None, range(0), self.clip, options,
             self.generator, {"x0": {}}, self.bars, init=init, start=start,
         )  # fmt: skip
-        return to_uint8(decode_latents(pipe.vae, latents, chunk_size=1))[0]
+        return pipe.decode(latents, chunk_size=1)[0]

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from vidforge.core.options import RunOptions, check, check_scale
 
 TEXT_BRANCHES = ("paper", "image")
-# frames: the diffusion model on every frame (Style-A-Video); keyframes: on keyframes only (StableVideo)
-MODES = ("frames", "keyframes")
+# frames: the diffusion model on every frame (Style-A-Video); keyframes: on keyframes only (StableVideo);
+# atlas: one edit of a canonical image, every frame rendered from it (CoDeF fields; stylize/atlas)
+MODES = ("frames", "keyframes", "atlas")
 # Only samplers whose step reads (z_t, eps_t) alone: latent fusion rewrites eps and the CLIP step
 # shifts z_t between steps, which would silently invalidate a multistep solver's history.
 SCHEDULERS = ("ddim", "euler", "euler-a")
@@ -46,6 +47,13 @@ class StylizeOptions(RunOptions):
     # --mode keyframes (stylize/keyframes.py)
     keyframe_interval: int | str = 8  # every K-th frame and the last; "auto": by accumulated motion
     propagation_strength: float = 0.6  # SDEdit strength of a carried-over keyframe; 1 = independent
+    # --mode atlas: the fit (CoDeF: 16 levels, 2^19 entries; sized for a GPU, see README)
+    atlas_iterations: int = 3000
+    atlas_batch: int = 65536  # pixels drawn per fit iteration
+    atlas_levels: int = 16  # hash-grid levels of both fields
+    atlas_table: int = 19  # log2 of the hash-table entries per level
+    atlas_blend: float = 0.1  # per-frame result where the atlas's error exceeds this (RGB in [0, 1]); 0 = off
+    refit: bool = False  # fit again even if a saved fit of the same frames and settings exists
 
     def validate(self) -> None:
         super().validate()
@@ -88,6 +96,22 @@ class StylizeOptions(RunOptions):
         check(
             0 <= self.propagation_strength <= 1,
             f"--propagation-strength must be in [0, 1] (got {self.propagation_strength})",
+        )
+
+        self.validate_atlas()
+
+    def validate_atlas(self) -> None:
+        check(
+            self.atlas_iterations >= 1, f"--atlas-iterations must be at least 1 (got {self.atlas_iterations})"
+        )
+        check(self.atlas_batch >= 1, f"--atlas-batch must be at least 1 pixel (got {self.atlas_batch})")
+        check(1 <= self.atlas_levels <= 32, f"--atlas-levels must be in 1..32 (got {self.atlas_levels})")
+        check(
+            4 <= self.atlas_table <= 24,
+            f"--atlas-table must be in 4..24, log2 entries (got {self.atlas_table})",
+        )
+        check(
+            0 <= self.atlas_blend <= 1, f"--atlas-blend must be in [0, 1], 0 = off (got {self.atlas_blend})"
         )
 
 

@@ -24,7 +24,7 @@ import torch
 from vidforge.core.attention import apply_attention_backend, select_backend
 from vidforge.core.device import make_generator, randn, select_device, select_dtype
 from vidforge.core.options import Result
-from vidforge.core.progress import Bars, Timer
+from vidforge.core.progress import Bars, Phases, Timer
 from vidforge.core.vae import decode_latents, encode_frames, set_tiling, to_tensor, to_uint8
 from vidforge.core.video_io import (
     Video,
@@ -48,12 +48,13 @@ from vidforge.stylize.options import StylizeOptions
 from vidforge.stylize.temporal import FrameFlows, chunk_flows, fuse_latent, fuse_pixels, fuse_window_steps
 
 
-def processing_size(width: int, height: int, factor: int = 8) -> tuple[int, int]:
-    """Frame size the model sees: each side rounded to the NEAREST multiple of the VAE's scale
-    factor (halves round up), at least one. The aspect ratio changes by at most half a factor per
-    side; the output is resized back."""
-    return max(factor, math.floor(width / factor + 0.5) * factor), max(
-        factor, math.floor(height / factor + 0.5) * factor
+def processing_size(width: int, height: int, factor: int = 8, max_side: int = 0) -> tuple[int, int]:
+    """Frame size the model sees: scaled down to a longer side of ``max_side`` (0 = never) and each
+    side rounded to the NEAREST multiple of the VAE's scale factor (halves round up), at least one.
+    The aspect ratio changes by at most half a factor per side; the output is resized back."""
+    scale = max_side / max(width, height) if 0 < max_side < max(width, height) else 1.0
+    return max(factor, math.floor(width * scale / factor + 0.5) * factor), max(
+        factor, math.floor(height * scale / factor + 0.5) * factor
     )
 
 
@@ -74,6 +75,11 @@ def sample(scheduler: str, denoiser, latents, schedule, generator, before_step, 
         denoiser, latents, schedule, generator=generator, ancestral=scheduler == "euler-a",
         before_step=before_step, progress=progress,
     )  # fmt: skip
+
+
+def vae_chunk(options: StylizeOptions) -> int:
+    """Frames per VAE call: the chunk, or one with ``--vae-slicing`` (the least memory)."""
+    return 1 if options.vae_slicing else options.batch_frames
 
 
 def rechunk(frames: np.ndarray | Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
@@ -118,6 +124,7 @@ class StylizePipeline:
         self.probs = install_probs_processor(self.unet)  # the one layer that exposes attention
         self._clip_loader = clip_loader
         self.clip = None
+        self.phases = Phases()  # seconds per phase; run() passes its own
 
     @classmethod
     def from_options(cls, options: StylizeOptions, model: ModelBundle | None = None) -> StylizePipeline:
@@ -130,8 +137,14 @@ class StylizePipeline:
             device = select_device(options.device)
         dtype = select_dtype(device, options.dtype)
         backend = select_backend(options.attention, device)
-        model = model or load_model(options.model, "stylize", device, dtype)
-        return cls(model, device, dtype, backend)
+        model = model or load_model(options.model, "stylize", device, dtype, options.offload)
+        pipeline = cls(model, device, dtype, backend)
+        if options.compile and not hasattr(model.unet, "_orig_mod"):
+            from vidforge.models.bundle import compile_denoiser
+
+            compile_denoiser(model)  # after the attention processors are in place
+            pipeline.unet = model.unet
+        return pipeline
 
     # ------------------------------------------------------------------------------------- helpers
 
@@ -152,7 +165,13 @@ class StylizePipeline:
     def encode_image_latents(self, frames: np.ndarray, chunk_size: int) -> torch.Tensor:
         """c_I: ``vae.encode(frame).latent_dist.mode()`` UNSCALED, as InstructPix2Pix, ``(F, C, h, w)``."""
         pixels = to_tensor(frames, self.device, self.dtype)
-        return encode_frames(self.vae, pixels, chunk_size=chunk_size, sample=False, scale=False)
+        with self.phases("encode"):
+            return encode_frames(self.vae, pixels, chunk_size=chunk_size, sample=False, scale=False)
+
+    def decode(self, latents: torch.Tensor, chunk_size: int) -> np.ndarray:
+        """uint8 frames ``(F, H, W, 3)`` of scaled latents, ``chunk_size`` frames per VAE call."""
+        with self.phases("decode"):
+            return to_uint8(decode_latents(self.vae, latents, chunk_size=chunk_size))
 
     def unet_branches(
         self, latents, t, image_latents, attn_latents, text_null, text_style, text_branch, capture
@@ -261,14 +280,14 @@ class StylizePipeline:
         start = 0
         for chunk in bars.track(chunks, "chunks", total=total):
             indices = list(range(start, start + len(chunk)))
-            flows = chunk_flows(chunk, start, carry["input"], options.flow) if need_flow else None
+            with self.phases("flow"):
+                flows = chunk_flows(chunk, start, carry["input"], options.flow) if need_flow else None
             # 5. Denoise the chunk
             latents = self.denoise_chunk(
                 chunk, indices, noise, text, flows, fuse_steps, clip, options, generator, carry, bars
             )
             # 6. Decode
-            pixels = decode_latents(self.vae, latents, chunk_size=options.batch_frames)
-            out = to_uint8(pixels)
+            out = self.decode(latents, vae_chunk(options))
             # 7. Pixel fusion with the previous output frame (deflicker)
             if options.deflicker > 0:
                 out = self.pixel_fusion(out, indices, flows, options.deflicker, carry)
@@ -289,7 +308,7 @@ class StylizePipeline:
         # 5.1 Timesteps (from step `start` on)
         schedule = make_schedule(options.scheduler, self.bundle, options.steps).from_step(start)
         # 5.2 Conditions: c_I, and c_M = c_I until the first attention map exists
-        image_latents = self.encode_image_latents(chunk, options.batch_frames)
+        image_latents = self.encode_image_latents(chunk, vae_chunk(options))
         branches = FourBranchModel(self, image_latents, text, options, latent_size)
         denoiser = Denoiser(branches, "epsilon")
         # 5.3 Latent fusion with the previous frame's flow-warped x0, inside --fuse-window
@@ -309,7 +328,8 @@ class StylizePipeline:
         else:
             latents = noised(init.to(latents.dtype), latents, schedule.step(0, self.device))
         progress = lambda it: bars.track(it, "denoise", total=len(schedule))  # noqa: E731
-        return sample(options.scheduler, denoiser, latents, schedule, generator, before_step, progress)
+        with self.phases("sample"):
+            return sample(options.scheduler, denoiser, latents, schedule, generator, before_step, progress)
 
     @staticmethod
     def pixel_fusion(out, indices, flows: FrameFlows, strength, carry):
@@ -441,54 +461,83 @@ def run(
     overwrite: bool = False,
 ) -> Result:
     """Stylize a video (a file, a PNG folder, ``(F, H, W, 3)`` uint8 frames or a :class:`Video`)
-    with Style-A-Video; write ``output`` (fps and audio of the input) or, without an output path,
-    return the frames in :attr:`Result.frames`. An existing ``output`` needs ``overwrite``.
-    ``model`` (a loaded bundle) or ``pipeline`` skip loading.
+    with Style-A-Video; write ``output`` (fps and audio of the input, and its settings record
+    beside it) or, without an output path, return the frames in :attr:`Result.frames`. An
+    existing ``output`` needs ``overwrite``. ``model`` (a loaded bundle) or ``pipeline`` skip loading.
 
-    With an output path, memory is bounded in video length: the input is read, stylized and
-    written one chunk of ``--batch-frames`` frames at a time."""
+    With an output path, memory is bounded in video length in modes frames and keyframes: the
+    input is read, stylized and written one chunk of ``--batch-frames`` frames at a time."""
+    from vidforge.core.settings import comment, describe_input, finish_run, resolve_seed
     from vidforge.core.writers import check_output, output_settings
 
-    timer = Timer()
+    timer, phases = Timer(), Phases()
     bars = bars or Bars(disable=True)
+    options = resolve_seed(options)
     # 0. Check inputs and the output path
     options.validate()
     check_output(output, options, overwrite, inputs=(input,))
     # 1. Open the input (optionally first N frames, resized): probe now, read chunk by chunk later
     info, chunks = open_input(input, options)
     # 2. Load the models
-    pipeline = pipeline or StylizePipeline.from_options(options, model)
-    # 3. Each chunk at the processing size (multiples of the VAE's scale factor)
+    with phases("load"):
+        pipeline = pipeline or StylizePipeline.from_options(options, model)
+    pipeline.phases = phases
+    # 3. Each chunk at the processing size (multiples of the VAE's factor, at most --max-side)
     out_size = info.size
-    size = processing_size(*out_size, pipeline.bundle.vae_scale_factor)
+    size = processing_size(*out_size, pipeline.bundle.vae_scale_factor, options.max_side)
     chunks = (resize_frames(chunk, size) for chunk in chunks)
-    # 4. Stylize chunk by chunk (--mode keyframes: interval by interval), streaming each chunk to
-    #    the output, resized back
+    # 4. Stylize (frames: chunk by chunk; keyframes: interval by interval; atlas: fit, edit once,
+    #    render), streaming the result to the output, resized back
+    method = stylizer(pipeline, options)
+    encoding = output_settings(options, overwrite, info.color, comment("stylize", options))
+    with Sink(output, info.fps, info.path, encoding) as sink:
+        for out in method.stream(chunks, bars, num_frames=info.num_frames):
+            sink.write(resize_frames(out, out_size))
+    details = {
+        "model": pipeline.bundle.name,
+        "seed": options.seed,
+        "steps": options.steps,
+        "scheduler": options.scheduler,
+        "attention": pipeline.attention_backend,
+        "size": f"{size[0]}x{size[1]}",
+        "clip_guidance": options.clip_guidance,
+        "mode": options.mode,
+        **method.summary(),
+    }
+    record = finish_run(
+        "stylize", options, output, inputs={"input": describe_input(input, info)}, model=pipeline.bundle,
+        frames=sink.num_frames, fps=info.fps, size=out_size, seconds=timer.seconds,
+        timings=phases.rounded(), details=details,
+    )  # fmt: skip
+    note = f"processed at {size[0]}x{size[1]} (--max-side {options.max_side})" if size != out_size else ""
+    return Result(
+        output=sink.output, num_frames=sink.num_frames, fps=info.fps, seconds=timer.seconds,
+        frames=sink.frames, info=details, settings=record, note=note,
+    )  # fmt: skip
+
+
+class FrameStylizer:
+    """``--mode frames``: Style-A-Video on every frame, chunk by chunk (:meth:`StylizePipeline.stream`)."""
+
+    def __init__(self, pipe: StylizePipeline, options: StylizeOptions):
+        self.pipe, self.options = pipe, options
+
+    def stream(self, chunks, bars: Bars | None = None, num_frames: int | None = None) -> Iterator[np.ndarray]:
+        return self.pipe.stream(chunks, self.options, bars, num_frames=num_frames)
+
+    def summary(self) -> dict:
+        return {}
+
+
+def stylizer(pipeline: StylizePipeline, options: StylizeOptions):
+    """The ``--mode``'s method: ``stream(chunks, bars, num_frames)`` yields output chunks in video
+    order, ``summary()`` adds its details to the record once the stream has ended."""
     if options.mode == "keyframes":
         from vidforge.stylize.keyframes import KeyframeStylizer
 
-        method = KeyframeStylizer(pipeline, options)
-        stylized = method.stream(chunks, bars, num_frames=info.num_frames)
-    else:
-        stylized = pipeline.stream(chunks, options, bars, num_frames=info.num_frames)
-    with Sink(output, info.fps, info.path, output_settings(options, overwrite, info.color)) as sink:
-        for out in stylized:
-            sink.write(resize_frames(out, out_size))
-    return Result(
-        output=sink.output,
-        num_frames=sink.num_frames,
-        fps=info.fps,
-        seconds=timer.seconds,
-        frames=sink.frames,
-        info={
-            "model": pipeline.bundle.name,
-            "seed": options.seed,
-            "steps": options.steps,
-            "scheduler": options.scheduler,
-            "attention": pipeline.attention_backend,
-            "size": f"{size[0]}x{size[1]}",
-            "clip_guidance": options.clip_guidance,
-            "mode": options.mode,
-            **(method.summary() if options.mode == "keyframes" else {}),
-        },
-    )
+        return KeyframeStylizer(pipeline, options)
+    if options.mode == "atlas":
+        from vidforge.stylize.atlas.pipeline import AtlasStylizer
+
+        return AtlasStylizer(pipeline, options)
+    return FrameStylizer(pipeline, options)
