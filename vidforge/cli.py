@@ -238,7 +238,7 @@ def _input(given: Path | None, settings: Path | None, key: str, what: str) -> Pa
 
 
 @app.command(
-    epilog='Example: vidforge stylize clip.mp4 --style "ink wash painting" -o clip_ink.mp4\n\n'
+    epilog='Example: vidforge stylize examples/clip.mp4 --style "ink wash painting" -o clip_ink.mp4\n\n'
     "Style-A-Video: zero-shot, text-driven, on an InstructPix2Pix backbone."
 )
 @handle_errors
@@ -389,7 +389,7 @@ def stylize(
 
 
 @app.command(
-    epilog='Example: vidforge animate photo.png --prompt "the waves crash" -o waves.mp4\n\n'
+    epilog='Example: vidforge animate examples/still.png --prompt "the waves crash" -o waves.mp4\n\n'
     "DynamiCrafter; 16 frames is native, other lengths work but quality may drop."
 )
 @handle_errors
@@ -574,7 +574,7 @@ def extend(
 
 
 @app.command(
-    epilog="Examples:\n\n  vidforge evaluate out.mp4 --source clip.mp4 --metric warp-error\n\n"
+    epilog="Examples:\n\n  vidforge evaluate out.mp4 --source examples/clip.mp4 --metric warp-error\n\n"
     "  vidforge evaluate outputs/ --json > scores.json\n\n"
     f"Metrics: {', '.join(METRICS)}. Default: the weight-free set ({', '.join(WEIGHT_FREE_METRICS)})."
 )
