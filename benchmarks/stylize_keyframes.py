@@ -60,7 +60,7 @@ def warp_error(output: Path, source: Path) -> float:
                "--source", str(source), "--json"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
-    return json.loads(done.stdout)["metrics"]["warp-error"]["value"]
+    return json.loads(done.stdout)["videos"][0]["metrics"]["warp-error"]["value"]
 
 
 def measure(pipe: StylizePipeline, source: Path, options: StylizeOptions, out: Path) -> dict:

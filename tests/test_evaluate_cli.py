@@ -1,10 +1,12 @@
 """``vidforge evaluate`` from the command line: known answers on synthetic PNG-sequence videos
 (lossless), the JSON shape, CSV and plot files, and one-line errors for bad inputs."""
 
+import csv
 import json
 
 import numpy as np
 import pytest
+import torch
 from test_evaluate_metrics import alternate_gain, shifted_error, sliding_frames
 
 from vidforge.cli import main
@@ -44,8 +46,10 @@ def test_weight_free_metrics_known_answers_json(videos, capsys):
     code, out, err = evaluate([paths["output"], "--source", paths["source"], "--json"], capsys)
     assert code == 0, err
     doc = json.loads(out)  # stdout holds the JSON object and nothing else
-    assert set(doc) == {"video", "metrics"} and doc["video"] == str(paths["output"])
-    m = doc["metrics"]
+    assert set(doc) == {"videos", "mean", "sets"} and doc["sets"] == {}  # one shape for any count
+    assert len(doc["videos"]) == 1 and doc["videos"][0]["video"] == str(paths["output"])
+    m = doc["videos"][0]["metrics"]
+    assert doc["mean"]["metrics"]["flicker"]["value"] == m["flicker"]["value"]
     assert set(m) == {"warp-error", "flicker", "motion", "repetition"}
     for result in m.values():
         assert isinstance(result["value"], float) and isinstance(result["variant"], str)
@@ -60,7 +64,7 @@ def test_weight_free_metrics_known_answers_json(videos, capsys):
 def test_warp_error_without_source_says_so(videos, capsys):
     paths, _ = videos
     code, out, _ = evaluate([paths["source"], "--metric", "warp-error", "--json"], capsys)
-    result = json.loads(out)["metrics"]["warp-error"]
+    result = json.loads(out)["videos"][0]["metrics"]["warp-error"]
     assert code == 0 and result["flow_on"] == "video" and "no --source" in result["variant"]
     assert result["value"] < 2e-3
 
@@ -70,15 +74,18 @@ def test_flicker_constant_and_black_white_and_mean_row(videos, capsys, tmp_path)
     args = [paths["constant"], paths["black_white"], "-m", "flicker", "-m", "repetition", "--json"]
     code, out, _ = evaluate([*args, "--csv", tmp_path / "s.csv", "--plot", tmp_path / "p.png"], capsys)
     doc = json.loads(out)
-    assert code == 0 and set(doc) == {"videos", "mean"}
+    assert code == 0 and set(doc) == {"videos", "mean", "sets"}
     constant, black_white = (v["metrics"]["flicker"]["value"] for v in doc["videos"])
     assert constant == 1.0 and black_white == 0.0
     assert doc["mean"]["video"] == "mean"
     assert doc["mean"]["metrics"]["flicker"]["value"] == pytest.approx(0.5)
     assert doc["mean"]["metrics"]["flicker"]["n"] == 2
-    rows = (tmp_path / "s.csv").read_text().splitlines()
-    assert rows[0] == "video,flicker,repetition" and rows[3].startswith("mean,0.5,")
-    assert rows[-1].startswith("variant,")
+    rows = list(csv.reader((tmp_path / "s.csv").open()))
+    assert rows[0] == ["video", "flicker", "repetition"] and [r[0] for r in rows[1:]][-1] == "mean"
+    assert all(float(cell) >= 0 for row in rows[1:] for cell in row[1:])  # numbers only
+    assert float(rows[3][1]) == 0.5 and len(rows) == 4
+    variants = dict(list(csv.reader((tmp_path / "s.variants.csv").open()))[1:])
+    assert set(variants) == {"flicker", "repetition"} and "VBench" in variants["flicker"]
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -101,7 +108,7 @@ def test_looping_video_has_high_repetition(capsys, tmp_path):
     clip = sliding_frames(num_frames=4, shift=(3, 0))
     loop = write_video(tmp_path / "loop" / "%05d.png", np.concatenate([clip] * 3), fps=8)
     code, out, _ = evaluate([loop, "-m", "repetition", "--json"], capsys)
-    result = json.loads(out)["metrics"]["repetition"]
+    result = json.loads(out)["videos"][0]["metrics"]["repetition"]
     assert code == 0 and result["value"] > 0.9 and result["lag"] == 4
 
 
@@ -109,14 +116,11 @@ def test_failed_metric_alone_exit_1(videos, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     paths, _ = videos
     code, out, err = evaluate([paths["constant"], "-m", "flicker", "-m", "clip-frame", "--json"], capsys)
-    doc = json.loads(out)
+    metrics = json.loads(out)["videos"][0]["metrics"]
     assert code == 1
-    assert doc["metrics"]["flicker"]["value"] == 1.0
-    assert (
-        doc["metrics"]["clip-frame"]["value"] is None
-        and "ViT-L-14" in doc["metrics"]["clip-frame"]["variant"]
-    )
-    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert metrics["flicker"]["value"] == 1.0
+    assert metrics["clip-frame"]["value"] is None and "ViT-L-14" in metrics["clip-frame"]["variant"]
+    lines = [ln for ln in err.splitlines() if ln.strip() and " (100%) " not in ln]  # progress lines aside
     assert len(lines) == 1 and lines[0].startswith("error: ") and "clip-frame" in lines[0]
 
 
@@ -194,4 +198,68 @@ def test_nan_values_become_null_in_json():
         ]
     )
     doc = json.loads(report.to_json())
-    assert doc["metrics"]["m"] == {"value": None, "variant": "x", "s": None, "per_frame": [1.0, None]}
+    assert doc["videos"][0]["metrics"]["m"] == {
+        "value": None,
+        "variant": "x",
+        "s": None,
+        "per_frame": [1.0, None],
+    }
+
+
+def test_vbench_format_has_vbench_layout_for_the_shared_dimension(videos, capsys):
+    paths, _ = videos
+    args = [paths["constant"], paths["black_white"], "-m", "flicker", "-m", "motion", "--format", "vbench"]
+    code, out, err = evaluate(args, capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"temporal_flickering"}  # motion is not VBench's dynamic degree: left out
+    mean, per_video = doc["temporal_flickering"]
+    assert mean == pytest.approx(0.5)
+    assert per_video == [
+        {"video_path": str(paths["constant"]), "video_results": 1.0},
+        {"video_path": str(paths["black_white"]), "video_results": 0.0},
+    ]
+    code, out, err = evaluate([paths["constant"], "-m", "motion", "--format", "vbench"], capsys)
+    assert code == 2 and out == "" and "flicker (temporal_flickering)" in err
+
+
+def test_prompts_file_gives_each_video_its_prompt(videos, tmp_path):
+    from vidforge.evaluate import EvaluateOptions, run
+
+    paths, _ = videos
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"constant": "grey", paths["black_white"].name: "stripes"}))
+    seen = []
+
+    class FakeClip:
+        name = "fake"
+
+        def encode_images(self, images):
+            return torch.full((len(images), 4), 0.5)  # unit rows
+
+        def encode_text(self, texts):
+            seen.extend(texts)
+            return torch.full((len(texts), 4), 0.5)
+
+    options = EvaluateOptions(metrics=("clip-text",), prompts=str(prompts), prompt="fallback")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("vidforge.evaluate.pipeline._load_clip", lambda spec, device: FakeClip())
+        report = run([paths["constant"], paths["black_white"], paths["source"]], options)
+    assert seen == ["grey", "stripes", "fallback"]
+    assert [v.metrics["clip-text"].extra["prompt"] for v in report.videos] == seen
+    assert all(v.metrics["clip-text"].value == pytest.approx(1.0) for v in report.videos)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "does not exist"), ("{not json", "not a readable JSON"), ('["a"]', "JSON object"),
+     ('{"a.mp4": ""}', "non-empty prompt")],
+)  # fmt: skip
+def test_bad_prompts_file_is_one_error_line(videos, tmp_path, capsys, content, message):
+    paths, _ = videos
+    prompts = tmp_path / "prompts.json"
+    if content is not None:
+        prompts.write_text(content)
+    code, out, err = evaluate([paths["constant"], "-m", "clip-text", "--prompts", prompts], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 1 and out == "" and len(lines) == 1 and message in lines[0]

@@ -590,7 +590,13 @@ def evaluate(
             "videos (paired with the inputs in order; the fvd/kvd reference set)."
         ),
     ] = None,
-    prompt: Annotated[str | None, typer.Option(help="Prompt for clip-text.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Prompt for clip-text (every video).")] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            help='Per-video prompts for clip-text: JSON {"out.mp4": "prompt", ...}; --prompt is the fallback.'
+        ),
+    ] = None,
     metric: Annotated[
         list[str] | None, typer.Option("--metric", "-m", help="Metric to compute (repeatable).")
     ] = None,
@@ -619,7 +625,17 @@ def evaluate(
         int, typer.Option(help="Frames per video for fvd/kvd.")
     ] = EvaluateOptions.fvd_frames,
     json: Json = False,
-    csv: Annotated[Path | None, typer.Option(help="Also write the scores to this CSV file.")] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="table (stderr), json (stdout; same as --json) or vbench (VBench's results JSON).",
+        ),
+    ] = "table",
+    csv: Annotated[
+        Path | None,
+        typer.Option(help="Also write the scores to this CSV file (numbers; variants in NAME.variants.csv)."),
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw per-frame curves to this PNG.")] = None,
     device: Device = EvaluateOptions.device,
     seed: Seed = EvaluateOptions.seed,
@@ -632,10 +648,12 @@ def evaluate(
 
     metrics = tuple(metric) if metric else WEIGHT_FREE_METRICS
     options = _options(EvaluateOptions, locals(), metrics=metrics, resize=parse_size(resize))
+    format = "json" if json else format
+    api.check_format(format, options.metrics)
     api.check_outputs(csv, plot)
     with _bars(quiet, progress) as bars:
         report = api.run([str(v) for v in videos], options, bars=bars)
-    api.write_report(report, as_json=json, csv=csv, plot=plot, quiet=quiet)
+    api.write_report(report, format=format, csv=csv, plot=plot, quiet=quiet)
     if report.failed:
         raise typer.Exit(1)
 

@@ -22,7 +22,14 @@ __getattr__ = lazy_getattr(
         "run": "vidforge.evaluate.pipeline",
         **{
             name: "vidforge.evaluate.report"
-            for name in ("MetricResult", "Report", "VideoReport", "check_outputs", "write_report")
+            for name in (
+                "MetricResult",
+                "Report",
+                "VideoReport",
+                "check_format",
+                "check_outputs",
+                "write_report",
+            )
         },
     },
 )
@@ -36,6 +43,7 @@ __all__ = [
     "MetricResult",
     "Report",
     "VideoReport",
+    "check_format",
     "check_outputs",
     "run",
     "write_report",

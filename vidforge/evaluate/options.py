@@ -20,6 +20,9 @@ class EvaluateOptions:
     # videos: paired with the inputs in order when counts match, and the reference set for fvd/kvd
     source: str | None = None
     prompt: str | None = None  # clip-text
+    prompts: str | None = (
+        None  # clip-text per video: a JSON file {file name: prompt}; --prompt is the fallback
+    )
     flow: str = "dis"  # "dis" (OpenCV, no weights) or "raft" (torchvision RAFT-large, cached weights)
     max_frames: int | None = None
     resize: tuple[int, int] | None = None  # (width, height)
@@ -50,7 +53,10 @@ class EvaluateOptions:
             "--clip-frame-variant must be consecutive or all-pairs",
         )
         check(self.pic_distance in PIC_DISTANCES, f"--pic-distance must be one of {', '.join(PIC_DISTANCES)}")
-        check("clip-text" not in self.metrics or bool(self.prompt), "--metric clip-text needs --prompt")
+        check(
+            "clip-text" not in self.metrics or bool(self.prompt) or bool(self.prompts),
+            "--metric clip-text needs --prompt (one for every video) or --prompts FILE (per video)",
+        )
         for name in ("clip-content", "pic", "fvd", "kvd"):
             check(
                 name not in self.metrics or bool(self.source),

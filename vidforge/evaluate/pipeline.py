@@ -31,6 +31,7 @@ from vidforge.evaluate import clip_metrics, fvd, metrics, perceptual
 from vidforge.evaluate.inputs import expand_inputs, is_image, is_png_sequence
 from vidforge.evaluate.metrics import FlowPair
 from vidforge.evaluate.options import SET_METRICS, EvaluateOptions
+from vidforge.evaluate.prompts import load_prompts, prompt_for
 from vidforge.evaluate.report import MetricResult, Report, VideoReport, failure
 
 FLOW_NAMES = {"dis": "OpenCV DIS (medium preset)", "raft": "torchvision RAFT-large (C_T_SKHT_V2)"}
@@ -134,6 +135,7 @@ def run(
     items = [videos] if isinstance(videos, str | Path | np.ndarray | Video) else list(videos)
     paths = expand_inputs(items)
     sources, reference = _prepare_sources(options, len(paths))
+    prompts = load_prompts(options.prompts)
     device = _device(options)
 
     # 1. Models, loaded on first use and shared by all videos
@@ -150,7 +152,8 @@ def run(
     wants_sets = any(m in SET_METRICS for m in options.metrics)
     for path, source in bars.track(list(zip(paths, sources, strict=True)), "videos", total=len(paths)):
         frames = load_video(path, options.max_frames, options.resize).frames
-        scorer = VideoScorer(frames, source, options, models, bars, decoded_sources)
+        prompt = prompt_for(path, prompts, options.prompt)
+        scorer = VideoScorer(frames, source, options, models, bars, decoded_sources, prompt)
         label = str(path) if isinstance(path, Path) else f"video {len(reports)}"
         reports.append(VideoReport(label, {m: scorer.score(m) for m in per_video}, len(frames)))
         if wants_sets:
@@ -211,9 +214,11 @@ class VideoScorer:
     most once and shared."""
 
     def __init__(
-        self, frames, source, options: EvaluateOptions, models: dict, bars: Bars, decoded_sources=None
-    ):
+        self, frames, source, options: EvaluateOptions, models: dict, bars: Bars, decoded_sources=None,
+        prompt: str | None = None,
+    ):  # fmt: skip
         self.frames, self.source, self.options, self.models, self.bars = frames, source, options, models, bars
+        self.prompt = prompt if prompt is not None else options.prompt
         self.decoded_sources = decoded_sources if decoded_sources is not None else {}
         self.flow = FlowCache(frames, options.flow, bars)
         self._source_frames = None
@@ -331,14 +336,19 @@ class VideoScorer:
         return MetricResult(value, variant, per_frame, {"lag": lag, "range": [0, 1]})
 
     def _clip_text(self) -> MetricResult:
+        if self.prompt is None:
+            raise VidforgeError(
+                f"--prompts {self.options.prompts!r} has no prompt for this video (and no --prompt)"
+            )
         clip = self.models["clip"].get()
         value, per_frame = clip_metrics.clip_text(
-            self.embeddings(), clip_metrics.embed_text(clip, self.options.prompt)
+            self.embeddings(), clip_metrics.embed_text(clip, self.prompt)
         )
         variant = (
             f"open_clip {clip.name}: mean cos(frame, prompt), raw cosine in [-1, 1] (score = 100 x cosine)"
         )
-        return MetricResult(value, variant, per_frame, {"score_x100": 100 * value, "model": clip.name})
+        extra = {"score_x100": 100 * value, "model": clip.name, "prompt": self.prompt}
+        return MetricResult(value, variant, per_frame, extra)
 
     def _clip_frame(self) -> MetricResult:
         self._needs_frames("clip-frame", 2)

@@ -1,12 +1,18 @@
-"""The evaluation report and its writers: rich table (stderr), JSON (stdout), CSV, per-frame plot.
+"""The evaluation report and its writers: rich table (stderr), JSON or VBench JSON (stdout), CSV,
+per-frame plot.
 
-JSON shape (SPEC section 4), one video::
+JSON, the same shape for any number of videos::
 
-    {"video": "out.mp4", "metrics": {"flicker": {"value": 0.97, "variant": "...", "per_frame": [...]}}}
+    {"videos": [{"video": "out.mp4", "metrics": {"flicker": {"value": 0.97, "variant": "...",
+                                                            "per_frame": [...]}}}, ...],
+     "mean": {"video": "mean", "metrics": {"flicker": {"value": 0.97, "variant": "...", "n": 1}}},
+     "sets": {"fvd": {...}}}
 
-several videos: ``{"videos": [<one object per video>], "mean": {"video": "mean", "metrics": {...}},
-"sets": {"fvd": {...}}}`` (``sets`` only when fvd/kvd were asked for). A metric that failed has
-``"value": null`` and an ``"error"`` line.
+(``sets`` is empty unless fvd/kvd were asked for). A metric that failed has ``"value": null`` and an
+``"error"`` line. ``--format vbench``: VBench's ``{dimension: [mean, [{"video_path": ...,
+"video_results": ...}]]}`` for the metrics computed as VBench defines them (:data:`VBENCH_DIMENSIONS`).
+The CSV holds numbers only (a label column, then one column per metric); the variants go to a
+second file beside it, ``NAME.variants.csv``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidforge.errors import VidforgeError
+from vidforge.errors import OptionError, VidforgeError
 
 
 @dataclass
@@ -96,18 +102,37 @@ class Report:
         return out
 
     def to_dict(self) -> dict:
-        if len(self.videos) == 1 and not self.sets:
-            return self.videos[0].to_dict()
-        out: dict = {
+        return {
             "videos": [v.to_dict() for v in self.videos],
             "mean": {"video": "mean", "metrics": {k: m.to_dict(False) for k, m in self.mean().items()}},
+            "sets": {k: m.to_dict(False) for k, m in self.sets.items()},
         }
-        if self.sets:
-            out["sets"] = {k: m.to_dict(False) for k, m in self.sets.items()}
-        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), allow_nan=False)
+
+    def to_vbench(self) -> dict:
+        """VBench's results layout for the metrics it shares; a video whose metric failed is left
+        out of that dimension (and of its mean)."""
+        out = {}
+        for name, dimension in VBENCH_DIMENSIONS.items():
+            scored = [(v.video, v.metrics[name].value) for v in self.videos if name in v.metrics]
+            scored = [(video, value) for video, value in scored if value is not None]
+            if scored:
+                mean = float(np.mean([value for _, value in scored]))
+                out[dimension] = [
+                    mean,
+                    [{"video_path": video, "video_results": value} for video, value in scored],
+                ]
+        return out
+
+
+# vidforge metric -> VBench dimension, where the definitions agree (flicker: VBench's formula on
+# uint8 frames). clip-frame, motion and clip-text differ from VBench's subject/background consistency
+# (DINO / CLIP ViT-B/32 against the first and previous frame), dynamic degree (RAFT, thresholded)
+# and overall consistency (ViCLIP), so they are not relabelled as those.
+VBENCH_DIMENSIONS = {"flicker": "temporal_flickering"}
+FORMATS = ("table", "json", "vbench")
 
 
 def _clean(value):
@@ -158,7 +183,9 @@ def print_table(report: Report) -> None:
 
 
 def write_csv(report: Report, path: str | Path) -> Path:
-    """One row per video (plus ``mean`` and set metrics), one column per metric, then variants."""
+    """Numbers only: one row per video (plus ``mean`` and set metrics), one column per metric; an
+    empty cell where a metric failed or does not apply. Each metric's variant goes to
+    ``NAME.variants.csv`` beside it (``metric,variant``)."""
     from vidforge.core.writers import atomic_path
 
     names, rows = _rows(report)
@@ -174,9 +201,17 @@ def write_csv(report: Report, path: str | Path) -> Path:
                     for name in names
                 ]
             )
-        variants = {name: m.variant for _, metrics in rows for name, m in metrics.items()}
-        writer.writerow(["variant", *[variants.get(n, "") for n in names]])
+    variants = {name: m.variant for _, metrics in rows for name, m in metrics.items()}
+    with atomic_path(variants_path(path)) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv_module.writer(f)
+        writer.writerow(["metric", "variant"])
+        writer.writerows([name, variants[name]] for name in names if name in variants)
     return path
+
+
+def variants_path(csv_path: Path) -> Path:
+    """``scores.csv`` -> ``scores.variants.csv``."""
+    return csv_path.with_name(csv_path.stem + ".variants.csv")
 
 
 def write_plot(report: Report, path: str | Path) -> Path:
@@ -221,6 +256,17 @@ def write_plot(report: Report, path: str | Path) -> Path:
     return path
 
 
+def check_format(format: str, metrics) -> None:
+    """``--format``: a known one; ``vbench`` only with a metric VBench shares."""
+    if format not in FORMATS:
+        raise OptionError(f"--format must be one of {', '.join(FORMATS)}")
+    if format == "vbench" and not any(m in VBENCH_DIMENSIONS for m in metrics):
+        shared = ", ".join(f"{m} ({d})" for m, d in VBENCH_DIMENSIONS.items())
+        raise OptionError(
+            f"--format vbench: no metric asked for has a VBench dimension; VBench shares {shared}"
+        )
+
+
 def check_outputs(csv: str | Path | None = None, plot: str | Path | None = None) -> None:
     """Fail before any work when the report files cannot be written."""
     for path, suffix, flag in ((csv, ".csv", "--csv"), (plot, ".png", "--plot")):
@@ -235,13 +281,13 @@ def check_outputs(csv: str | Path | None = None, plot: str | Path | None = None)
 
 def write_report(
     report: Report,
-    as_json: bool = False,
+    format: str = "table",
     csv: str | Path | None = None,
     plot: str | Path | None = None,
     quiet: bool = False,
 ) -> None:
-    """Show the report: JSON on stdout (and nothing else there) or a table on stderr; optional CSV and
-    per-frame plot; every failed metric as one ``error:`` line on stderr."""
+    """Show the report: ``json`` or ``vbench`` on stdout (and nothing else there), or a table on
+    stderr; optional CSV and per-frame plot; every failed metric as one ``error:`` line on stderr."""
     from vidforge.core.progress import stderr
 
     check_outputs(csv, plot)
@@ -249,8 +295,10 @@ def write_report(
         write_csv(report, csv)
     if plot is not None:
         write_plot(report, plot)
-    if as_json:
+    if format == "json":
         print(report.to_json(), flush=True)
+    elif format == "vbench":
+        print(json.dumps(report.to_vbench(), allow_nan=False), flush=True)
     elif not quiet:
         print_table(report)
     for line in report.errors:
