@@ -328,10 +328,7 @@ def extend(
         float, typer.Option(help="β: denoising with staged guidance.", rich_help_panel="Reuse-and-Diffuse")
     ] = ExtendOptions.staged_guidance,
     keep_prompt_frames: Annotated[
-        bool,
-        typer.Option(
-            help="Keep re-rendered prompt frames (official K·N layout).", rich_help_panel="Reuse-and-Diffuse"
-        ),
+        bool, typer.Option("--keep-prompt-frames", hidden=True, help="No-op: now the default layout.")
     ] = False,
     clip_frames: Annotated[
         int | None,

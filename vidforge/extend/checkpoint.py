@@ -21,7 +21,7 @@ import torch
 from vidforge.errors import VidforgeError
 from vidforge.extend.sampler import ReuseState
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every clip contributes all N frames (1 dropped clip k's first M)
 # Options that do not change the frames of a given clip: free to differ on --resume.
 NOT_FINGERPRINTED = {"frames", "resume", "device", "attention"}
 

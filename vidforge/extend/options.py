@@ -19,7 +19,6 @@ class ExtendOptions(RunOptions):
     prompt_frames: int = 4  # M: last frames of clip k-1 reused (mirrored) by clip k
     noise_recycle: float = 4.0  # α: Past-dependent Noise Sampling strength
     staged_guidance: float = 0.4  # β: Denoising with Staged Guidance, fraction of the schedule
-    keep_prompt_frames: bool = False  # the official code's K·N output layout
     clip_frames: int | None = None  # N; None: the model's native length
     height: int | None = None  # None: the model's native size
     width: int | None = None

@@ -2,7 +2,8 @@
 Gu et al. 2023; SPEC section 3).
 
 Only one clip's latents and the small :class:`~vidforge.extend.sampler.ReuseState` live in memory;
-each clip's new frames are decoded and streamed to the output (and to the checkpoint) at once.
+each clip's frames are decoded and streamed to the output (and to the checkpoint) at once. Clips
+are laid out as the official code does: all ``N`` frames of every clip, in generation order.
 The model is a text-to-video UNet, or with ``--image`` DynamiCrafter's image-conditioned UNet
 (``animate``'s model, with its own schedule, image latent on every frame and fps conditioning).
 """
@@ -44,38 +45,27 @@ DEFAULT_FPS = 8.0  # text-to-video output without --fps or --init
 
 @dataclass(frozen=True)
 class ClipPlan:
-    """How clips map to output frames. Clip 0 (from noise) gives all ``N`` frames; every later clip
-    gives its ``N - M`` new frames (its first ``M`` re-render already emitted frames, mirrored);
-    ``keep_prompt_frames`` keeps all ``N`` of every clip (official K·N layout). Trimmed to ``target``.
+    """How clips map to output frames, as the official code lays them out: every clip contributes
+    all its ``N`` frames in generation order, and the end is trimmed to ``target``.
+
+    Clip ``k``'s first ``M`` frames are DSG-tied to clip ``k-1``'s last ``M`` in mirrored order, the
+    pair tied longest being (clip ``k-1`` frame ``N-1``, clip ``k`` frame 0): exactly the junction the
+    output shows. With ``--init`` the first clip continues the init video the same way (its frame 0
+    is tied to the init video's last frame), so it too contributes all ``N`` frames.
     """
 
     clip_frames: int  # N
-    prompt_frames: int  # M
     target: int  # frames to generate (``--frames`` minus the init video's frames)
-    keep_prompt_frames: bool = False
-    first_from_noise: bool = True  # False with --init: clip 0 already continues a video
-
-    def new_frames(self, k: int) -> slice:
-        if self.keep_prompt_frames or (k == 0 and self.first_from_noise):
-            return slice(0, self.clip_frames)
-        return slice(self.prompt_frames, self.clip_frames)
 
     @classmethod
     def for_run(cls, options: ExtendOptions, n: int, init_frames: np.ndarray | None) -> ClipPlan:
         """The plan of a run: ``--frames`` counts the init video's frames too."""
         done = len(init_frames) if init_frames is not None else 0
-        return cls(n, options.prompt_frames, options.frames - done, options.keep_prompt_frames, done == 0)
+        return cls(n, options.frames - done)
 
     @property
     def num_clips(self) -> int:
-        if self.target <= 0:
-            return 0
-        n, m = self.clip_frames, self.prompt_frames
-        if self.keep_prompt_frames:
-            return math.ceil(self.target / n)
-        if self.first_from_noise:
-            return 1 + math.ceil(max(0, self.target - n) / (n - m))
-        return math.ceil(self.target / (n - m))
+        return max(0, math.ceil(self.target / self.clip_frames))
 
 
 @dataclass
@@ -145,7 +135,7 @@ def run(
         total = max(0, plan.num_clips - state.clip_index)
         for k, z0, next_state in bars.track(clips, "clips", total=total):
             state = next_state
-            frames = decode_clip(bundle, z0, plan.new_frames(k), options.frames - sink.num_frames)
+            frames = decode_clip(bundle, z0, options.frames - sink.num_frames)
             sink.add_clip(frames, state, generator)
             if callback is not None:
                 callback(k, sink.num_frames)
@@ -283,10 +273,10 @@ def reuse_and_diffuse(conditions, schedule, plan: ClipPlan, options, bundle, siz
     )  # fmt: skip
 
 
-def decode_clip(bundle: ModelBundle, z0: torch.Tensor, frames: slice, limit: int) -> np.ndarray:
-    """The ``frames`` of a clip's latents ``(1, C, N, h, w)`` (at most ``limit``), decoded to uint8
+def decode_clip(bundle: ModelBundle, z0: torch.Tensor, limit: int) -> np.ndarray:
+    """A clip's latents ``(1, C, N, h, w)`` (the first ``limit`` frames at most), decoded to uint8
     ``(F, H, W, 3)``; DynamiCrafter decodes in fp32 (fp16 VAE decodes give NaNs)."""
-    latents = z0[0, :, frames].permute(1, 0, 2, 3)[:limit]  # (F, C, h, w)
+    latents = z0[0].permute(1, 0, 2, 3)[:limit]  # (F, C, h, w)
     dtype = torch.float32 if bundle.family == "dynamicrafter" else None
     return to_uint8(decode_latents(bundle.vae, latents, DECODE_CHUNK, dtype))
 
@@ -462,7 +452,7 @@ def run_info(bundle, options: ExtendOptions, plan: ClipPlan, state, size, backen
         "model": bundle.name,
         "seed": options.seed,
         "clip_frames": plan.clip_frames,
-        "prompt_frames": plan.prompt_frames,
+        "prompt_frames": options.prompt_frames,
         "noise_recycle": options.noise_recycle,
         "staged_guidance": options.staged_guidance,
         "clips": plan.num_clips,
