@@ -272,3 +272,23 @@ def test_interrupt_inside_a_clip_then_resume_matches(tmp_path):
     assert read_video(out).num_frames == 16
     extend.run(replace(options, resume=True), output=out)
     assert np.array_equal(read_video(out).frames, full)
+
+
+def test_guidance_scale_at_most_1_turns_cfg_off():
+    """As the official loop: any scale <= 1 runs the prompt branch alone (one batch row per call),
+    so 0.5 and 0 give the scale-1 frames; above 1 both branches run in one batched call."""
+    from vidforge.models import load_model
+
+    model = load_model("tiny", "extend")
+    batches = []
+    hook = model.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        small = replace(BASE, frames=8, height=32, width=32)
+        outputs = {
+            s: extend.run(replace(small, text_scale=s), model=model).frames for s in (1.0, 0.5, 0.0, 1.5)
+        }
+    finally:
+        hook.remove()
+    assert batches == [1] * 6 + [2] * 2  # 2 steps each: scales 1, 0.5, 0 unguided; 1.5 guided
+    assert np.array_equal(outputs[0.5], outputs[1.0]) and np.array_equal(outputs[0.0], outputs[1.0])
+    assert not np.array_equal(outputs[1.5], outputs[1.0])

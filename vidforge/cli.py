@@ -309,7 +309,9 @@ def extend(
     steps: Annotated[int, typer.Option(help="DDIM steps per clip.")] = ExtendOptions.steps,
     seed: Seed = ExtendOptions.seed,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = ExtendOptions.negative_prompt,
-    text_scale: Annotated[float, typer.Option(help="CFG scale.")] = ExtendOptions.text_scale,
+    text_scale: Annotated[
+        float, typer.Option(help="CFG scale; <= 1 turns CFG off (the prompt branch alone).")
+    ] = ExtendOptions.text_scale,
     guidance_scale: Annotated[
         float | None, typer.Option(hidden=True, help="Old name of --text-scale.")
     ] = None,

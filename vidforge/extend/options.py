@@ -14,7 +14,7 @@ class ExtendOptions(RunOptions):
     frames: int = 128  # total output frames (with --init: including the init video's frames)
     steps: int = 50  # S: DDIM steps per clip
     eta: float = 0.0  # DDIM eta (0: deterministic)
-    text_scale: float = 10.0  # classifier-free guidance scale (CLI alias: --guidance-scale)
+    text_scale: float = 10.0  # CFG scale (CLI alias: --guidance-scale); <= 1: CFG off, as the official loop
     # Reuse-and-Diffuse (Gu et al. 2023)
     prompt_frames: int = 4  # M: last frames of clip k-1 reused (mirrored) by clip k
     noise_recycle: float = 4.0  # α: Past-dependent Noise Sampling strength

@@ -300,8 +300,9 @@ def prepare_init(
 def prepare_conditions(
     bundle: ModelBundle, options: ExtendOptions, image: np.ndarray | None, height: int, width: int
 ) -> Conditions:
-    """The CFG denoiser (positive and negative branch in one batched call; CFG off for a scale of
-    1) and the unguided positive denoiser for DDIM inversion.
+    """The CFG denoiser (positive and negative branch in one batched call; CFG off, the positive
+    branch alone, for a scale <= 1 as in the official loop) and the unguided positive denoiser for
+    DDIM inversion.
 
     Text-to-video: the prompt and negative prompt embeddings. ``--image`` (DynamiCrafter):
     ``cat(text, image tokens)`` contexts, the image's for the prompt and a zero image's for the
@@ -317,8 +318,9 @@ def prepare_conditions(
         model = unet_model(bundle.unet)
     else:
         positive, negative, model, fps_cond = image_conditions(bundle, options, image, height, width)
+    # CFG off for any scale <= 1, as the official loop: the conditional branch alone
     conds = (
-        {"positive": positive} if options.text_scale == 1 else {"negative": negative, "positive": positive}
+        {"positive": positive} if options.text_scale <= 1 else {"negative": negative, "positive": positive}
     )
     rescale = bundle.config.guidance_rescale if bundle.config is not None else 0.0
     guided = BatchedGuidance(model, conds, cfg_combine(options.text_scale, rescale, "negative", "positive"))
