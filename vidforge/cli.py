@@ -422,6 +422,10 @@ def evaluate(
         Path | None,
         typer.Option(help="StyleGAN-V i3d_torchscript.pt for fvd/kvd (default: torch hub cache)."),
     ] = None,
+    seam_threshold: Annotated[
+        float,
+        typer.Option(help="seams: flag a frame pair changing more than this times its neighbours' median."),
+    ] = EvaluateOptions.seam_threshold,
     fvd_frames: Annotated[
         int, typer.Option(help="Frames per video for fvd/kvd.")
     ] = EvaluateOptions.fvd_frames,
