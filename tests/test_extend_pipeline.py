@@ -116,7 +116,7 @@ def test_resume_after_interrupt_gives_the_uninterrupted_frames(tmp_path):
     partial = read_video(out)  # a valid video of the finished clips
     assert partial.num_frames == 16
     meta = json.loads((state_dir_for(out) / "meta.json").read_text())
-    assert meta["clip_index"] == 2
+    assert meta["index"] == 2  # the next clip
     resumed = extend.run(replace(options, resume=True), output=out)
     assert resumed.num_frames == 24
     assert np.array_equal(read_video(out).frames, read_video(full.output).frames)
