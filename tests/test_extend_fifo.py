@@ -152,3 +152,25 @@ def test_geometry_errors():
     with pytest.raises(ValueError, match="even number of frames"):
         next(sample_fifo(elementwise_denoiser(), schedule, (1, 1, 5, 2, 2), num_frames=1,
                          generator=torch.Generator()))  # fmt: skip
+
+
+def test_first_queue_reapplies_the_dynamic_rescale_per_level():
+    """DynamiCrafter 512/1024 predict scale(t)·x0 (SPEC section 2): a clean clip (at the last step's
+    scale) noised to level i is scaled by scale(t_i) / scale(t_last) first."""
+    from vidforge.models.dynamicrafter.config import CONFIGS, noise_schedule
+    from vidforge.sampling.schedules import dynamic_rescale_arr
+
+    noise = noise_schedule(CONFIGS["1024"])  # base 0.3
+    schedule = ddim_schedule(noise, 8)
+    clip = torch.ones(1, 1, 4, 1, 1)
+    queue = initial_queue(clip, schedule, False, torch.Generator().manual_seed(0))
+    eps = torch.randn((1, 1, 8, 1, 1), generator=torch.Generator().manual_seed(0))
+    arr = dynamic_rescale_arr(0.3)
+    levels = queue_levels(8, 4, False)
+    for p in range(8):
+        t = schedule.timesteps[levels[p]]
+        a = schedule.alphas_cumprod[levels[p]]
+        s = arr[t] / arr[schedule.timesteps[-1]]
+        assert torch.allclose(queue[0, 0, p], a.sqrt() * s + (1 - a).sqrt() * eps[0, 0, p], atol=1e-5)
+    scales = [float(arr[t] / arr[schedule.timesteps[-1]]) for t in schedule.timesteps]
+    assert min(scales) < 0.5 and scales[-1] == 1.0  # the tail is scaled, the head is not

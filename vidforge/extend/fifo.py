@@ -94,13 +94,18 @@ def initial_queue(
     clip: torch.Tensor, schedule: DDIMSchedule, lookahead: bool, generator: torch.Generator
 ) -> torch.Tensor:
     """The first queue from a clean clip ``(B, C, f, h, w)``: clip frame ``max(0, p - (S - f))``
-    forward-noised to position ``p``'s level, ``√ᾱ·x0 + √(1-ᾱ)·ε`` (see the module docstring)."""
+    forward-noised to position ``p``'s level, ``√ᾱ·s·x0 + √(1-ᾱ)·ε`` (see the module docstring).
+    ``s`` re-applies DynamiCrafter's dynamic x0 rescale at that level (the clip comes out at the
+    last step's scale); 1 for every other model."""
     num_steps, f = len(schedule), clip.shape[FRAME_DIM]
     levels = queue_levels(num_steps, f, lookahead)
     front = f // 2 if lookahead else 0
     sources = [0] * front + [max(0, p - (num_steps - f)) for p in range(num_steps)]
     x0 = clip[:, :, sources]
+    # x0_rescale[i] = scale(t_i+1) / scale(t_i), 1 at the last step: scale(t_i) / scale(t_last) = 1 / Π_{j>=i}
+    scale = 1 / schedule.x0_rescale.double().flip(0).cumprod(0).flip(0)
     alpha = per_frame(schedule.alphas_cumprod, levels, clip.device)
+    x0 = x0 * per_frame(scale.float(), levels, clip.device)
     noise = randn(x0.shape, generator, clip.device, clip.dtype)
     return (alpha.sqrt() * x0 + (1 - alpha).sqrt() * noise).to(clip.dtype)
 
