@@ -58,18 +58,19 @@ def test_frame_count_is_exact(t2v, frames):
 
 
 def test_same_seed_same_frames_and_the_queue_does_not_grow(t2v):
-    options = replace(BASE, frames=6)
+    options = replace(BASE, frames=5, lookahead=False)
     a = extend.run(options, model=t2v)
-    longer = extend.run(replace(options, frames=14), model=t2v)
-    other = extend.run(replace(options, frames=2, seed=1), model=t2v)
-    assert np.array_equal(longer.frames[:6], a.frames)  # same seed, same frames; more frames only append
-    assert not np.array_equal(other.frames, a.frames[:2])
-    # queue: N/2 + n·N = 4 + 8 latent frames of 4·4·4 floats, whatever the length
-    assert a.info["state_bytes"] == longer.info["state_bytes"] == 12 * 4 * 4 * 4 * 4
+    longer = extend.run(replace(options, frames=11), model=t2v)
+    other = extend.run(replace(options, frames=1, seed=1), model=t2v)
+    assert np.array_equal(longer.frames[:5], a.frames)  # same seed, same frames; more frames only append
+    assert not np.array_equal(other.frames, a.frames[:1])
+    # queue: n·N = 8 latent frames of 4·4·4 floats, whatever the length
+    assert a.info["state_bytes"] == longer.info["state_bytes"] == 8 * 4 * 4 * 4 * 4
 
 
 def test_resume_after_interrupt_gives_the_uninterrupted_frames(tmp_path, t2v):
-    options = replace(BASE, frames=11, partitions=2)  # eta 1 (fifo default): the RNG state matters
+    # n = 2: a warm-up before the first frame; eta 1 (fifo default): the RNG state matters
+    options = replace(BASE, frames=10, partitions=2, lookahead=False)
     full = extend.run(options, output=tmp_path / "full.png", model=t2v)
     out = tmp_path / "out.png"
     with pytest.raises(KeyboardInterrupt, match="8 frames written .* --resume"):
@@ -79,7 +80,7 @@ def test_resume_after_interrupt_gives_the_uninterrupted_frames(tmp_path, t2v):
     meta = json.loads((state_dir_for(out) / "meta.json").read_text())
     assert meta["index"] == 8 and meta["options"]["method"] == "fifo"
     resumed = extend.run(replace(options, resume=True), output=out, model=t2v)
-    assert resumed.num_frames == 11
+    assert resumed.num_frames == 10
     assert np.array_equal(read_video(out).frames, read_video(full.output).frames)
     assert not state_dir_for(out).exists()
 
@@ -93,12 +94,12 @@ def test_interrupt_inside_a_chunk_then_resume_matches(tmp_path, t2v):
         def track(self, items, description, total=None):
             return super().track(items, "clip " + description, total)
 
-    options = replace(BASE, frames=12)
+    options = replace(BASE, frames=10)  # lookahead on (the default)
     full = extend.run(options, model=t2v).frames
     out = tmp_path / "out.png"
-    # partitions 1: 8 first-clip steps, then one queue step per frame; step 8 + 11 is frame 11's
+    # partitions 1: 8 first-clip steps, then one queue step per frame; step 8 + 9 is frame 9's
     with pytest.raises(KeyboardInterrupt, match="8 frames written"):
-        extend.run(options, output=out, bars=StepBars(interrupt_at_step=19), model=t2v)
+        extend.run(options, output=out, bars=StepBars(interrupt_at_step=17), model=t2v)
     assert read_video(out).num_frames == 8
     extend.run(replace(options, resume=True), output=out, model=t2v)
     assert np.array_equal(read_video(out).frames, full)
@@ -107,9 +108,11 @@ def test_interrupt_inside_a_chunk_then_resume_matches(tmp_path, t2v):
 def test_resume_with_the_other_method_is_refused(tmp_path, t2v):
     out = tmp_path / "out.png"
     with pytest.raises(KeyboardInterrupt):
-        extend.run(replace(BASE, frames=16), output=out, callback=interrupt_after(0), model=t2v)
+        extend.run(
+            replace(BASE, frames=9, lookahead=False), output=out, callback=interrupt_after(0), model=t2v
+        )
     with pytest.raises(VidforgeError, match=r"options differ .*--method \(was 'fifo'\)"):
-        extend.run(replace(BASE, frames=16, method="reuse", resume=True), output=out, model=t2v)
+        extend.run(replace(BASE, frames=9, method="reuse", resume=True), output=out, model=t2v)
 
 
 def test_fifo_animates_an_image_with_dynamicrafter(tmp_path):
@@ -117,10 +120,10 @@ def test_fifo_animates_an_image_with_dynamicrafter(tmp_path):
 
     image = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(image)
-    options = replace(BASE, image=str(image), frames=10, clip_frames=8)
+    options = replace(BASE, image=str(image), frames=9, clip_frames=8)
     model = load_model("tiny", "animate")
     full = extend.run(options, output=tmp_path / "full.png", model=model)
-    assert full.num_frames == 10 and full.info["cond_fps"] == 24
+    assert full.num_frames == 9 and full.info["cond_fps"] == 24
     out = tmp_path / "out.png"
     with pytest.raises(KeyboardInterrupt, match="8 frames written"):
         extend.run(options, output=out, callback=interrupt_after(0), model=model)
@@ -148,5 +151,5 @@ def test_odd_model_length_with_lookahead_is_refused_once_n_is_known(t2v):
     # no --clip-frames: N comes from the model; tiny's 8 is even, a model of 7 frames is not
     with pytest.raises(OptionError, match="even clip length"):
         extend.run(replace(BASE, frames=4), model=replace(t2v, frames=7))
-    result = extend.run(replace(BASE, frames=4, lookahead=False), model=replace(t2v, frames=7))
-    assert result.num_frames == 4 and result.info["queue_frames"] == 7
+    result = extend.run(replace(BASE, frames=2, lookahead=False), model=replace(t2v, frames=7))
+    assert result.num_frames == 2 and result.info["queue_frames"] == 7
