@@ -1,7 +1,8 @@
-"""Benchmark ``vidforge extend``: wall time and peak memory versus ``--frames``.
+"""Benchmark ``vidforge extend``: wall time and peak memory versus ``--frames``, per method.
 
-Reuse-and-Diffuse generates clip by clip, so time should grow linearly in the number of frames
-and peak memory should stay flat. On CUDA this times the full-size ModelScope architecture
+Reuse-and-Diffuse generates clip by clip and FIFO-Diffusion frame by frame from a fixed-size queue,
+so time should grow linearly in the number of frames and peak memory should stay flat for both.
+On CUDA this times the full-size ModelScope architecture
 (``UNet3DConditionModel`` 1.7B + SD VAE + 1024-d CLIP text encoder, random weights: compute does
 not depend on weight values) at 256x256, N = 16, and compares with diffusers'
 ``TextToVideoSDPipeline`` generating the same number of frames in one shot (until it runs out of
@@ -10,6 +11,7 @@ memory (CUDA ``max_memory_allocated``, or the process's max RSS on CPU) is per c
 
     python benchmarks/extend.py                      # auto: full on CUDA, tiny on CPU
     python benchmarks/extend.py --frames 32 64 --steps 10 --no-baseline
+    python benchmarks/extend.py --methods fifo --no-baseline   # FIFO only (n·N levels; --steps unused)
     python benchmarks/extend.py --pingpong           # ping-pong vs α (mirror correlation)
 """
 
@@ -89,7 +91,9 @@ def peak_memory(device: torch.device) -> float:
 
 
 def measure_one(method: str, frames: int, size: str, steps: int) -> dict:
-    """Run one configuration in this process and return its numbers."""
+    """Run one configuration in this process and return its numbers. ``method``: ``reuse`` or
+    ``fifo`` (``vidforge extend --method``; FIFO with the authors' defaults, n = 4 and lookahead,
+    so n·N DDIM levels whatever ``steps``), or ``one-shot`` (diffusers' pipeline)."""
     from vidforge.core.device import select_device, select_dtype
     from vidforge.extend import ExtendOptions, run
 
@@ -105,18 +109,21 @@ def measure_one(method: str, frames: int, size: str, steps: int) -> dict:
     else:
         weights = None
     start = time.perf_counter()
-    if method == "extend":
+    if method in ("reuse", "fifo"):
         with tempfile.TemporaryDirectory() as tmp:
-            options = ExtendOptions(prompt="a river through a forest", frames=frames, steps=steps, model=size)
+            options = ExtendOptions(
+                prompt="a river through a forest", method=method, frames=frames, steps=steps, model=size
+            )
             result = run(options, output=Path(tmp) / "out.mp4", model=model)
-        info = {"clips": result.info["clips"], "state_bytes": result.info["state_bytes"]}
+        info = {"clips": result.info.get("clips", result.info.get("chunks")), "steps": result.info["steps"],
+                "state_bytes": result.info["state_bytes"]}  # fmt: skip
     else:
         info = one_shot(model, frames, steps, device, dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"method": method, "frames": frames, "seconds": seconds, "peak_gib": peak_memory(device),
-            "weights_gib": weights, "device": str(device), **info}  # fmt: skip
+    return {"method": method, "frames": frames, "seconds": seconds, "seconds_per_frame": seconds / frames,
+            "peak_gib": peak_memory(device), "weights_gib": weights, "device": str(device), **info}  # fmt: skip
 
 
 def one_shot(model, frames: int, steps: int, device, dtype) -> dict:
@@ -219,6 +226,34 @@ def pingpong(alphas, size: str, steps: int, clips: int = 4) -> list[dict]:
     return rows
 
 
+def sweep(methods: list[str], frame_counts: list[int], size: str, steps: int, timeout: int) -> list[dict]:
+    """Every (method, frames) point in a fresh subprocess, printed as it finishes."""
+    results = []
+    for method in methods:
+        for frames in frame_counts:
+            row = measure(method, frames, size, steps, timeout)
+            results.append(row)
+            if "error" in row:
+                print(f"{method:>9} {frames:>4} frames: {row['error']}", flush=True)
+            else:
+                print(f"{method:>9} {frames:>4} frames: {row['seconds']:8.2f} s  {row['seconds_per_frame']:.4f} s/frame"
+                      f"  peak {row['peak_gib']:.3f} GiB  clips/chunks {row['clips']}", flush=True)  # fmt: skip
+    return results
+
+
+def summarize(method: str, ok: list[dict]) -> dict | None:
+    """Linear time fit and the peak-memory spread over the frame counts of one method."""
+    if len(ok) < 2:
+        return None
+    fit = linear_fit([r["frames"] for r in ok], [r["seconds"] for r in ok])
+    first, last = ok[0], ok[-1]
+    fit["peak_growth"] = last["peak_gib"] / first["peak_gib"] - 1  # target: within 10%
+    print(f"{method} time fit: {fit['intercept_s']:.2f} s + {fit['slope_s_per_frame']:.4f} s/frame (R² {fit['r2']:.4f}); "
+          f"peak {first['peak_gib']:.3f} GiB at {first['frames']} frames, {last['peak_gib']:.3f} GiB at "
+          f"{last['frames']} ({100 * fit['peak_growth']:+.1f}%)")  # fmt: skip
+    return fit
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -227,8 +262,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--frames", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--methods", nargs="+", choices=["reuse", "fifo"], default=["reuse", "fifo"])
     parser.add_argument("--size", choices=["auto", "full", "tiny"], default="auto")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: 20 full, 4 tiny)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="reuse's DDIM steps (default: 20 full, 4 tiny)"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip diffusers' one-shot pipeline")
     parser.add_argument("--pingpong", action="store_true", help="measure ping-pong versus α instead")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per measurement")
@@ -251,28 +289,14 @@ def main() -> None:
                   f"final latents {row['latent_mirror_corr']:.3f}")  # fmt: skip
         report = {"size": size, "steps": steps, "pingpong": rows}
     else:
-        results = []
-        methods = ["extend"] + ([] if args.no_baseline else ["one-shot"])
-        for method in methods:
-            for frames in args.frames:
-                row = measure(method, frames, size, steps, args.timeout)
-                results.append(row)
-                if "error" in row:
-                    print(f"{method:>9} {frames:>4} frames: {row['error']}", flush=True)
-                else:
-                    print(f"{method:>9} {frames:>4} frames: {row['seconds']:8.2f} s  peak {row['peak_gib']:.3f} GiB"
-                          f"  clips {row['clips']}", flush=True)  # fmt: skip
-        ok = [r for r in results if r["method"] == "extend" and "error" not in r]
-        fit = linear_fit([r["frames"] for r in ok], [r["seconds"] for r in ok]) if len(ok) >= 2 else None
-        if fit:
-            print(
-                f"extend time fit: {fit['intercept_s']:.2f} s + {fit['slope_s_per_frame']:.4f} s/frame (R² {fit['r2']:.4f})"
-            )
-            peaks = [r["peak_gib"] for r in ok]
-            print(
-                f"extend peak memory: {min(peaks):.3f}-{max(peaks):.3f} GiB over {ok[0]['frames']}-{ok[-1]['frames']} frames"
-            )
-        report = {"size": size, "steps": steps, "results": results, "fit": fit}
+        results = sweep(
+            args.methods + ([] if args.no_baseline else ["one-shot"]), args.frames, size, steps, args.timeout
+        )
+        fits = {
+            m: summarize(m, [r for r in results if r["method"] == m and "error" not in r])
+            for m in args.methods
+        }
+        report = {"size": size, "steps": steps, "results": results, "fit": fits}
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

@@ -19,17 +19,30 @@ from vidforge.extend.checkpoint import state_dir_for
 BASE = ExtendOptions(prompt="a river through a forest", model="tiny", steps=2, text_scale=3.0)
 
 
-@pytest.mark.parametrize("frames, clips", [(1, 1), (8, 1), (13, 3), (21, 5)])
+@pytest.mark.parametrize("frames, clips", [(1, 1), (8, 1), (13, 2), (21, 3)])
 def test_frame_count_is_exact(frames, clips):
     result = extend.run(replace(BASE, frames=frames))
     assert result.num_frames == frames
     assert result.frames.shape == (frames, 64, 64, 3) and result.frames.dtype == np.uint8
-    assert result.info["clips"] == clips  # 8, then 4 new frames per clip
+    assert result.info["clips"] == clips  # ceil(frames / 8): every clip gives all N = 8 frames
 
 
-def test_keep_prompt_frames_layout_and_trim():
-    result = extend.run(replace(BASE, frames=13, keep_prompt_frames=True))
-    assert result.num_frames == 13 and result.info["clips"] == 2  # ceil(13 / 8) clips of N frames
+def test_output_is_every_clip_in_generation_order(monkeypatch):
+    """The official layout: clip k's frames j = 0..N-1 are output frames k·N + j (trimmed at the end);
+    decoded clip by clip, so recording each decoded clip shows the layout."""
+    from vidforge.extend import pipeline
+
+    decoded = []
+    real = pipeline.decode_clip
+
+    def recording(bundle, z0, limit):
+        decoded.append(real(bundle, z0, z0.shape[2]))  # the whole clip
+        return real(bundle, z0, limit)
+
+    monkeypatch.setattr(pipeline, "decode_clip", recording)
+    result = extend.run(replace(BASE, frames=19))
+    assert [len(c) for c in decoded] == [8, 8, 8]
+    assert np.array_equal(result.frames, np.concatenate(decoded)[:19])
 
 
 def test_same_seed_same_frames_other_seed_other_frames():
@@ -98,16 +111,16 @@ def test_resume_after_interrupt_gives_the_uninterrupted_frames(tmp_path):
     options = replace(BASE, frames=24, eta=0.5)  # eta > 0: the RNG state must be restored too
     full = extend.run(options, output=tmp_path / "full" / "%05d.png")
     out = tmp_path / "out" / "%05d.png"
-    with pytest.raises(KeyboardInterrupt, match="12 frames written .* --resume"):
+    with pytest.raises(KeyboardInterrupt, match="16 frames written .* --resume"):
         extend.run(options, output=out, callback=interrupt_after(1))
     partial = read_video(out)  # a valid video of the finished clips
-    assert partial.num_frames == 12
+    assert partial.num_frames == 16
     meta = json.loads((state_dir_for(out) / "meta.json").read_text())
-    assert meta["clip_index"] == 2
+    assert meta["index"] == 2  # the next clip
     resumed = extend.run(replace(options, resume=True), output=out)
     assert resumed.num_frames == 24
     assert np.array_equal(read_video(out).frames, read_video(full.output).frames)
-    assert np.array_equal(read_video(out).frames[:12], partial.frames)
+    assert np.array_equal(read_video(out).frames[:16], partial.frames)
     assert not state_dir_for(out).exists()
 
 
@@ -149,7 +162,7 @@ def test_cli_writes_exactly_40_frames(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["frames"] == 40 and info["clips"] == 9
+    assert info["frames"] == 40 and info["clips"] == 5
     assert read_video(out).num_frames == 40
 
 
@@ -244,7 +257,7 @@ class RecordingBars:
 
 def test_progress_is_a_clip_bar_with_step_bars_inside():
     bars = RecordingBars()
-    extend.run(replace(BASE, frames=16), bars=bars)
+    extend.run(replace(BASE, frames=24), bars=bars)
     assert bars.rows[0] == (0, "clips", 3)
     assert bars.rows[1:] == [(1, f"clip {k}/3", 2) for k in (1, 2, 3)]
     assert bars.steps == 6
@@ -254,8 +267,28 @@ def test_interrupt_inside_a_clip_then_resume_matches(tmp_path):
     options = replace(BASE, frames=20, eta=0.5)
     full = extend.run(options).frames
     out = tmp_path / "out" / "%05d.png"
-    with pytest.raises(KeyboardInterrupt, match="12 frames written"):
+    with pytest.raises(KeyboardInterrupt, match="16 frames written"):
         extend.run(options, output=out, bars=RecordingBars(interrupt_at_step=5))  # 2nd step of clip 3
-    assert read_video(out).num_frames == 12
+    assert read_video(out).num_frames == 16
     extend.run(replace(options, resume=True), output=out)
     assert np.array_equal(read_video(out).frames, full)
+
+
+def test_guidance_scale_at_most_1_turns_cfg_off():
+    """As the official loop: any scale <= 1 runs the prompt branch alone (one batch row per call),
+    so 0.5 and 0 give the scale-1 frames; above 1 both branches run in one batched call."""
+    from vidforge.models import load_model
+
+    model = load_model("tiny", "extend")
+    batches = []
+    hook = model.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        small = replace(BASE, frames=8, height=32, width=32)
+        outputs = {
+            s: extend.run(replace(small, text_scale=s), model=model).frames for s in (1.0, 0.5, 0.0, 1.5)
+        }
+    finally:
+        hook.remove()
+    assert batches == [1] * 6 + [2] * 2  # 2 steps each: scales 1, 0.5, 0 unguided; 1.5 guided
+    assert np.array_equal(outputs[0.5], outputs[1.0]) and np.array_equal(outputs[0.0], outputs[1.0])
+    assert not np.array_equal(outputs[1.5], outputs[1.0])

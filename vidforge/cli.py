@@ -475,11 +475,19 @@ def animate(
 
 @app.command(
     epilog='Example: vidforge extend --prompt "a river through a forest" --frames 128 -o river.mp4\n\n'
-    "Reuse-and-Diffuse: clip by clip, constant memory."
+    "--method reuse: Reuse-and-Diffuse, clip by clip. --method fifo: FIFO-Diffusion, a queue of frames "
+    "at increasing noise, one frame per step. Both in constant memory."
 )
 @handle_errors
 def extend(
     prompt: Annotated[str, typer.Option(help="Text prompt.", show_default=False)] = "",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="reuse: Reuse-and-Diffuse (Gu et al. 2023), clip by clip. fifo: FIFO-Diffusion (Kim et al. "
+            "2024), diagonal denoising of a frame queue."
+        ),
+    ] = ExtendOptions.method,
     frames: Annotated[int, typer.Option(help="Total frames to write.")] = ExtendOptions.frames,
     output: Output = None,
     model: Annotated[
@@ -490,14 +498,26 @@ def extend(
             "checkpoint; 'tiny' = random weights, noise output."
         ),
     ] = None,
-    steps: Annotated[int, typer.Option(help="DDIM steps per clip.")] = ExtendOptions.steps,
+    steps: Annotated[
+        int, typer.Option(help="DDIM steps per clip (reuse; fifo runs --partitions x N).")
+    ] = ExtendOptions.steps,
     seed: Seed = ExtendOptions.seed,
-    negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = ExtendOptions.negative_prompt,
-    text_scale: Annotated[float, typer.Option(help="CFG scale.")] = ExtendOptions.text_scale,
+    negative_prompt: Annotated[
+        str | None,
+        typer.Option(help="Negative prompt (default: reuse 'watermark', fifo empty, as the authors')."),
+    ] = ExtendOptions.negative_prompt,
+    text_scale: Annotated[
+        float | None,
+        typer.Option(
+            help="CFG scale; <= 1 turns CFG off (the prompt branch alone; default: reuse 10, fifo 12)."
+        ),
+    ] = ExtendOptions.text_scale,
     guidance_scale: Annotated[
         float | None, typer.Option(hidden=True, help="Old name of --text-scale.")
     ] = None,
-    eta: Annotated[float, typer.Option(help="DDIM eta.")] = ExtendOptions.eta,
+    eta: Annotated[
+        float | None, typer.Option(help="DDIM eta (default: reuse 0, fifo 1).")
+    ] = ExtendOptions.eta,
     prompt_frames: Annotated[
         int,
         typer.Option(
@@ -511,12 +531,20 @@ def extend(
     staged_guidance: Annotated[
         float, typer.Option(help="β: denoising with staged guidance.", rich_help_panel="Reuse-and-Diffuse")
     ] = ExtendOptions.staged_guidance,
-    keep_prompt_frames: Annotated[
-        bool,
-        typer.Option(
-            help="Keep re-rendered prompt frames (official K·N layout).", rich_help_panel="Reuse-and-Diffuse"
-        ),
+    keep_prompt_frames: Annotated[  # accepted for old scripts: the layout it asked for is the default now
+        bool, typer.Option("--keep-prompt-frames", hidden=True, help="No-op: now the default layout.")
     ] = False,
+    partitions: Annotated[
+        int,
+        typer.Option(
+            help="n: latent partitions; the queue holds n·N frames (n·N DDIM levels).",
+            rich_help_panel="FIFO-Diffusion",
+        ),
+    ] = ExtendOptions.partitions,
+    lookahead: Annotated[
+        bool,
+        typer.Option(help="Lookahead denoising (twice the UNet calls).", rich_help_panel="FIFO-Diffusion"),
+    ] = ExtendOptions.lookahead,
     clip_frames: Annotated[
         int | None,
         typer.Option(help="N: frames per clip (default: the model's).", rich_help_panel="Reuse-and-Diffuse"),
@@ -533,7 +561,7 @@ def extend(
     init: Annotated[
         Path | None,
         typer.Option(
-            help="Extend this video (DDIM-inverted); --frames counts it too.",
+            help="Extend this video (DDIM-inverted; reuse only); --frames counts it too.",
             rich_help_panel="Reuse-and-Diffuse",
         ),
     ] = None,
@@ -557,7 +585,7 @@ def extend(
     quiet: Quiet = False,
     json: Json = False,
 ):
-    """Generate a long video clip by clip (Reuse-and-Diffuse)."""
+    """Generate a long video in constant memory (Reuse-and-Diffuse or FIFO-Diffusion)."""
     from vidforge import extend as api
 
     if guidance_scale is not None:  # the old name of --text-scale
@@ -621,6 +649,10 @@ def evaluate(
         Path | None,
         typer.Option(help="StyleGAN-V i3d_torchscript.pt for fvd/kvd (default: torch hub cache)."),
     ] = None,
+    seam_threshold: Annotated[
+        float,
+        typer.Option(help="seams: flag a frame pair changing more than this times its neighbours' median."),
+    ] = EvaluateOptions.seam_threshold,
     fvd_frames: Annotated[
         int, typer.Option(help="Frames per video for fvd/kvd.")
     ] = EvaluateOptions.fvd_frames,

@@ -162,3 +162,40 @@ def repetition(frames: np.ndarray) -> tuple[float, list[float], int | None]:
             lags.append(abs(s_best - t))
     lag = int(np.median(lags)) if lags else None
     return float(np.nanmean(scores)), scores, lag
+
+
+# ---------------------------------------------------------------------------------------------- seams
+
+SEAM_WINDOW = 4  # a pair's neighbourhood: the pairs up to 4 either side (8 inside the video)
+SEAM_EPS = 1e-3  # in mean absolute difference on [0, 1]: a static stretch scores 1, not 0/0
+
+
+def frame_changes(frames: np.ndarray) -> np.ndarray:
+    """``c_t = mean |f_t - f_{t+1}|`` over pixels and channels, RGB in [0, 1]: ``(F-1,)`` float64."""
+    changes = np.empty(len(frames) - 1)
+    for t in range(len(frames) - 1):
+        changes[t] = np.abs(to_unit(frames[t]) - to_unit(frames[t + 1])).mean()
+    return changes
+
+
+def seam_ratios(changes: np.ndarray, window: int = SEAM_WINDOW) -> np.ndarray:
+    """``r_t = (c_t + ε) / (median{c_s : 1 <= |s - t| <= window} + ε)``: how much pair t changes
+    relative to the pairs around it (``(P,)`` for ``P >= 2`` pair changes). Steady motion of any speed
+    scores about 1; a cut, a jump back or a jump ahead is a lone spike. Needs at least 2 pairs."""
+    num = len(changes)
+    ratios = np.empty(num)
+    for t in range(num):
+        around = [changes[s] for s in range(max(0, t - window), min(num, t + window + 1)) if s != t]
+        ratios[t] = (changes[t] + SEAM_EPS) / (float(np.median(around)) + SEAM_EPS)
+    return ratios
+
+
+def seams(
+    frames: np.ndarray, threshold: float, window: int = SEAM_WINDOW
+) -> tuple[float, list[float], list[int]]:
+    """Temporal discontinuities: ``(worst ratio, per-pair ratios, seams)`` with :func:`seam_ratios`
+    over :func:`frame_changes`; ``seams`` lists the pairs ``t`` (between frames t and t+1) whose ratio
+    exceeds ``threshold``. Needs F >= 3."""
+    ratios = seam_ratios(frame_changes(frames), window)
+    found = [int(t) for t in np.flatnonzero(ratios > threshold)]
+    return float(ratios.max()), [float(r) for r in ratios], found

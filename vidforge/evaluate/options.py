@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from vidforge.core.options import check, check_finite, check_seed
 
-WEIGHT_FREE_METRICS = ("warp-error", "flicker", "motion", "repetition")
+WEIGHT_FREE_METRICS = ("warp-error", "flicker", "motion", "repetition")  # the default set
+OPT_IN_METRICS = ("seams",)  # weight-free too, asked for by name
 MODEL_METRICS = ("clip-text", "clip-frame", "clip-content", "pic", "fvd", "kvd")
-METRICS = WEIGHT_FREE_METRICS + MODEL_METRICS
+METRICS = WEIGHT_FREE_METRICS + OPT_IN_METRICS + MODEL_METRICS
 SET_METRICS = ("fvd", "kvd")  # compare two sets of videos, not one video
 PIC_DISTANCES = ("dreamsim", "lpips")
 
@@ -31,6 +32,7 @@ class EvaluateOptions:
     clip_frame_variant: str = "consecutive"  # or "all-pairs" (Tune-A-Video)
     pic_distance: str = "dreamsim"  # DynamiCrafter's PIC uses DreamSim; "lpips" is the fallback variant
     i3d: str | None = None  # TorchScript I3D (StyleGAN-V's i3d_torchscript.pt); None: look in the cache
+    seam_threshold: float = 2.5  # seams: a pair changing this many times its neighbourhood's median
     fvd_frames: int = 16  # frames per video fed to I3D (StyleGAN-V protocol)
     fvd_size: int = 224  # I3D input: shorter side resized to this, then centre-cropped square
     kvd_subsets: int = 100  # KID-style subset estimate (StyleGAN-V / StyleGAN2-ADA)
@@ -47,6 +49,7 @@ class EvaluateOptions:
         )
         check(self.flow in ("dis", "raft"), "--flow must be dis or raft")
         check(self.max_frames is None or self.max_frames >= 2, "--max-frames must be at least 2")
+        check(self.seam_threshold > 1, f"--seam-threshold must be above 1 (got {self.seam_threshold})")
         check(self.warp_variant in ("lai", "dvp"), "--warp-variant must be lai or dvp")
         check(
             self.clip_frame_variant in ("consecutive", "all-pairs"),

@@ -335,6 +335,19 @@ class VideoScorer:
         )
         return MetricResult(value, variant, per_frame, {"lag": lag, "range": [0, 1]})
 
+    def _seams(self) -> MetricResult:
+        self._needs_frames("seams", 3)
+        threshold, window = self.options.seam_threshold, metrics.SEAM_WINDOW
+        value, per_frame, found = metrics.seams(self.frames, threshold, window)
+        variant = (
+            f"worst (c_t + ε) / (median of c_s, 1 <= |s-t| <= {window}, + ε), c_t = mean|f_t - f_t+1| on RGB "
+            f"in [0, 1], ε = {metrics.SEAM_EPS}; seams: pairs t (frames t, t+1) above {threshold:g}; "
+            "1 = as smooth as the neighbourhood"
+        )
+        return MetricResult(
+            value, variant, per_frame, {"threshold": threshold, "window": window, "seams": found}
+        )
+
     def _clip_text(self) -> MetricResult:
         if self.prompt is None:
             raise VidforgeError(

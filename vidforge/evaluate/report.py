@@ -180,6 +180,11 @@ def print_table(report: Report) -> None:
     variants = {name: m.variant for _, metrics in rows for name, m in metrics.items()}
     for name, variant in variants.items():
         stderr.print(f"  [bold]{name}[/bold]: {variant}", highlight=False)
+    for label, metrics in rows[: len(report.videos)]:
+        m = metrics.get("seams")
+        if m is not None and m.error is None:  # where they are, not only how bad the worst is
+            pairs = ", ".join(f"{t}→{t + 1}" for t in m.extra["seams"]) or "none"
+            stderr.print(f"  seams in {label}: {pairs}", highlight=False, markup=False)
 
 
 def write_csv(report: Report, path: str | Path) -> Path:
@@ -235,6 +240,8 @@ def write_plot(report: Report, path: str | Path) -> Path:
             m = v.metrics.get(name)
             if m is not None and m.per_frame:
                 ax.plot(range(len(m.per_frame)), m.per_frame, marker=".", label=Path(v.video).name)
+            if m is not None and m.extra.get("threshold") is not None:
+                ax.axhline(m.extra["threshold"], color="gray", linestyle="--", linewidth=0.8)
         ax.set_ylabel(name)
         variant = next(v.metrics[name].variant for v in report.videos if name in v.metrics)
         ax.set_title(textwrap.fill(variant, 130), fontsize=7)

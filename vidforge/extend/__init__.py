@@ -1,7 +1,9 @@
-"""vidforge extend: long videos clip by clip with Reuse and Diffuse (Gu et al. 2023).
+"""vidforge extend: long videos from a short-clip video model, with Reuse and Diffuse (Gu et al.
+2023, clip by clip) or FIFO-Diffusion (Kim et al. 2024, a queue of frames at increasing noise).
 
-Public API: :func:`run` (the command), the model-agnostic sampler
-:func:`sample_reuse_and_diffuse` and the three strategies as pure functions.
+Public API: :func:`run` (the command), the model-agnostic samplers
+:func:`sample_reuse_and_diffuse` and :func:`sample_fifo`, and the Reuse-and-Diffuse strategies as
+pure functions.
 """
 
 from vidforge._lazy import lazy_getattr
@@ -11,6 +13,8 @@ __getattr__ = lazy_getattr(
     __name__,
     {
         "ClipPlan": "vidforge.extend.pipeline",
+        "FifoState": "vidforge.extend.fifo",
+        "sample_fifo": "vidforge.extend.fifo",
         "run": "vidforge.extend.pipeline",
         "ReuseState": "vidforge.extend.sampler",
         "invert_clip": "vidforge.extend.sampler",
@@ -26,12 +30,14 @@ __getattr__ = lazy_getattr(
 __all__ = [
     "ClipPlan",
     "ExtendOptions",
+    "FifoState",
     "ReuseState",
     "frame_noise_reversion",
     "invert_clip",
     "past_dependent_noise_sampling",
     "run",
     "sample_clip",
+    "sample_fifo",
     "sample_reuse_and_diffuse",
     "staged_guidance_schedule",
     "staged_guidance_steps",

@@ -1,8 +1,9 @@
 """Per-clip checkpoints beside the output, so an interrupted long run can ``--resume``.
 
-Folder ``<output>.extend-state/``: ``state.safetensors`` (the :class:`ReuseState` tensors and the
-RNG state), ``frames_NNNNN.npz`` (uint8 frames each clip added to the video) and ``meta.json``
-(options fingerprint, next clip index, frame chunks). ``meta.json`` is replaced last and
+Folder ``<output>.extend-state/``: ``state.safetensors`` (the sampler state's tensors, i.e. the
+:class:`ReuseState` or the FIFO queue of :class:`FifoState`, and the RNG state),
+``frames_NNNNN.npz`` (uint8 frames each clip or chunk added to the video) and ``meta.json``
+(options fingerprint, the state's index: next clip or next frame, frame chunks). ``meta.json`` is replaced last and
 atomically: it is the commit point, so a crash mid-save leaves the previous checkpoint valid.
 Nothing is pickled.
 """
@@ -20,9 +21,11 @@ import torch
 
 from vidforge.core.video_io import media_path
 from vidforge.errors import VidforgeError
+from vidforge.extend.fifo import FifoState
 from vidforge.extend.sampler import ReuseState
 
-FORMAT_VERSION = 1
+# 2: every clip contributes all N frames (1 dropped clip k's first M); FIFO queues; meta 'index'
+FORMAT_VERSION = 2
 # Options that do not change the frames of a given clip: free to differ on --resume.
 NOT_FINGERPRINTED = {"frames", "resume", "device", "attention"}
 
@@ -55,7 +58,7 @@ class Checkpoint:
         self.meta = {
             "version": FORMAT_VERSION,
             "options": fingerprint(options),
-            "clip_index": 0,
+            "index": 0,
             "chunks": [],
         }
         self._write_meta()
@@ -68,8 +71,9 @@ class Checkpoint:
         os.replace(tmp, self.folder / name)
         self.meta.setdefault("pending", []).append([name, int(frames.shape[0])])
 
-    def commit(self, state: ReuseState, generator: torch.Generator) -> None:
-        """Record ``state`` (after clip ``state.clip_index - 1``) and the frames added since."""
+    def commit(self, state: ReuseState | FifoState, generator: torch.Generator) -> None:
+        """Record ``state`` (its ``index``: the next clip, or the next FIFO frame) and the frames
+        added since."""
         from safetensors.torch import save_file
 
         tensors = {k: v.detach().to("cpu", torch.float32) for k, v in state.tensors().items()}
@@ -78,7 +82,7 @@ class Checkpoint:
         save_file(tensors, str(tmp))
         os.replace(tmp, self.folder / "state.safetensors")
         self.meta["chunks"] += self.meta.pop("pending", [])
-        self.meta["clip_index"] = state.clip_index
+        self.meta["index"] = state.index
         self._write_meta()
 
     def _write_meta(self) -> None:
@@ -119,14 +123,15 @@ class Checkpoint:
         return checkpoint
 
     @property
-    def clip_index(self) -> int:
-        return int(self.meta["clip_index"])
+    def index(self) -> int:
+        return int(self.meta["index"])
 
-    def state(self, device, dtype) -> tuple[ReuseState, torch.Tensor | None]:
-        """The saved :class:`ReuseState` (on ``device``) and generator state (None before clip 0)."""
+    def state(self, device, dtype, state_type=ReuseState):
+        """``(state, generator state)``: the saved ``state_type`` (:class:`ReuseState` or
+        :class:`FifoState`) on ``device``, and the generator state (None before the first commit)."""
         path = self.folder / "state.safetensors"
         if not path.exists():
-            return ReuseState(clip_index=self.clip_index), None
+            return state_type.from_tensors(self.index, {}), None
         from safetensors.torch import load_file
 
         try:
@@ -134,10 +139,7 @@ class Checkpoint:
         except Exception as e:
             raise VidforgeError(f"--resume: the checkpoint {str(path)!r} is unreadable") from e
         move = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items() if k != "rng_state"}
-        state = ReuseState(
-            clip_index=self.clip_index, noise=move.get("noise"), prompt_latents=move.get("prompt_latents")
-        )
-        return state, tensors.get("rng_state")
+        return state_type.from_tensors(self.index, move), tensors.get("rng_state")
 
     def frame_chunks(self):
         """Yield the saved frame chunks in order, one at a time (constant memory)."""

@@ -2,7 +2,8 @@
 Gu et al. 2023; SPEC section 3).
 
 Only one clip's latents and the small :class:`~vidforge.extend.sampler.ReuseState` live in memory;
-each clip's new frames are decoded and streamed to the output (and to the checkpoint) at once.
+each clip's frames are decoded and streamed to the output (and to the checkpoint) at once. Clips
+are laid out as the official code does: all ``N`` frames of every clip, in generation order.
 The model is a text-to-video UNet, or with ``--image`` DynamiCrafter's image-conditioned UNet
 (``animate``'s model, with its own schedule, image latent on every frame and fps conditioning).
 """
@@ -33,7 +34,8 @@ from vidforge.core.video_io import (
 from vidforge.core.writers import Sink, check_output, output_settings
 from vidforge.errors import OptionError, VidforgeError
 from vidforge.extend.checkpoint import Checkpoint, state_dir_for
-from vidforge.extend.options import ExtendOptions, check_prompt_frames
+from vidforge.extend.fifo import FifoState, sample_fifo
+from vidforge.extend.options import ExtendOptions, check_clip_geometry
 from vidforge.extend.sampler import ReuseState, invert_clip, sample_reuse_and_diffuse
 from vidforge.models.bundle import ModelBundle
 from vidforge.sampling.denoisers import Denoiser
@@ -45,38 +47,27 @@ DEFAULT_FPS = 8.0  # text-to-video output without --fps or --init
 
 @dataclass(frozen=True)
 class ClipPlan:
-    """How clips map to output frames. Clip 0 (from noise) gives all ``N`` frames; every later clip
-    gives its ``N - M`` new frames (its first ``M`` re-render already emitted frames, mirrored);
-    ``keep_prompt_frames`` keeps all ``N`` of every clip (official K·N layout). Trimmed to ``target``.
+    """How clips map to output frames, as the official code lays them out: every clip contributes
+    all its ``N`` frames in generation order, and the end is trimmed to ``target``.
+
+    Clip ``k``'s first ``M`` frames are DSG-tied to clip ``k-1``'s last ``M`` in mirrored order, the
+    pair tied longest being (clip ``k-1`` frame ``N-1``, clip ``k`` frame 0): exactly the junction the
+    output shows. With ``--init`` the first clip continues the init video the same way (its frame 0
+    is tied to the init video's last frame), so it too contributes all ``N`` frames.
     """
 
     clip_frames: int  # N
-    prompt_frames: int  # M
     target: int  # frames to generate (``--frames`` minus the init video's frames)
-    keep_prompt_frames: bool = False
-    first_from_noise: bool = True  # False with --init: clip 0 already continues a video
-
-    def new_frames(self, k: int) -> slice:
-        if self.keep_prompt_frames or (k == 0 and self.first_from_noise):
-            return slice(0, self.clip_frames)
-        return slice(self.prompt_frames, self.clip_frames)
 
     @classmethod
     def for_run(cls, options: ExtendOptions, n: int, init_frames: np.ndarray | None) -> ClipPlan:
         """The plan of a run: ``--frames`` counts the init video's frames too."""
         done = len(init_frames) if init_frames is not None else 0
-        return cls(n, options.prompt_frames, options.frames - done, options.keep_prompt_frames, done == 0)
+        return cls(n, options.frames - done)
 
     @property
     def num_clips(self) -> int:
-        if self.target <= 0:
-            return 0
-        n, m = self.clip_frames, self.prompt_frames
-        if self.keep_prompt_frames:
-            return math.ceil(self.target / n)
-        if self.first_from_noise:
-            return 1 + math.ceil(max(0, self.target - n) / (n - m))
-        return math.ceil(self.target / (n - m))
+        return max(0, math.ceil(self.target / self.clip_frames))
 
 
 @dataclass
@@ -100,17 +91,20 @@ def run(
     image: ImageInput | None = None,
     overwrite: bool = False,
 ) -> Result:
-    """Generate ``options.frames`` frames clip by clip and stream them to ``output``.
+    """Generate ``options.frames`` frames and stream them to ``output``: clip by clip
+    (``method="reuse"``) or frame by frame from a queue (``"fifo"``), ``N`` frames per chunk.
 
     ``init`` / ``image`` (a path, or frames / an image array) default to ``options.init`` /
     ``options.image``. Without ``output`` the frames are returned in ``Result.frames``. An existing
     ``output`` is refused unless ``overwrite`` or ``options.resume``. ``callback(k, frames_written)``
-    runs after clip ``k`` is written and checkpointed. ``model``: an already loaded bundle.
+    runs after clip (or chunk of ``N`` FIFO frames) ``k`` is written and checkpointed. ``model``: an
+    already loaded bundle.
     """
     timer = Timer()
     bars = bars or Bars(disable=True)
-    # 0. Check inputs (no model is loaded for a bad option, file or output)
+    # 0. Check inputs (no model is loaded for a bad option, file or output); the method's defaults
     options.validate()
+    options = options.resolved()
     image, init = check_inputs(options, image, init, model)
     output = check_extend_output(options, output, overwrite)
     checkpoint = Checkpoint.load(state_dir_for(output), options) if options.resume else None
@@ -119,9 +113,9 @@ def run(
     bundle = model or load_extend_model(options, image is not None)
     backend = check_model_for_input(bundle, options, image is not None)
 
-    # 2. Clip geometry: N, M, frame size, the init video
+    # 2. Clip geometry: N (M or the FIFO partitions checked against it), frame size, the init video
     n = options.clip_frames or bundle.frames
-    check_prompt_frames(options.prompt_frames, n)
+    check_clip_geometry(options, n)
     height, width = prepare_size(options, bundle)
     init_frames, fps = prepare_init(init, options, width, height, default_fps(bundle))
     plan = ClipPlan.for_run(options, n, init_frames)
@@ -129,24 +123,24 @@ def run(
     # 3. Conditions: prompt and negative prompt (and with --image the image's tokens and latent)
     conditions = prepare_conditions(bundle, options, image, height, width)
 
-    # 4. Timesteps (DDIM)
-    schedule = ddim_schedule(bundle.noise_schedule, options.steps)
+    # 4. Timesteps (DDIM): S per clip, or FIFO's n·N, one level per queue frame
+    schedule = ddim_schedule(bundle.noise_schedule, options.num_steps(n))
 
-    # 5. Starting state: resumed checkpoint, DDIM inversion of --init, or nothing (clip 0 from noise)
+    # 5. Starting state: resumed checkpoint, DDIM inversion of --init, or nothing (from noise)
     generator, state, checkpoint = starting_state(
         bundle, conditions, schedule, options, init_frames, n, output, checkpoint, bars
     )
 
-    # 6. Generate clip by clip; decode each clip's new frames and stream them out
+    # 6. Generate; decode each clip (or chunk of N FIFO frames) and stream it out
     with ExtendSink(output, fps, checkpoint, output_settings(options, overwrite or options.resume)) as sink:
         sink.replay(init_frames, options.frames)
-        clips = reuse_and_diffuse(
+        generate = fifo_chunks if options.method == "fifo" else reuse_and_diffuse
+        chunks = generate(
             conditions, schedule, plan, options, bundle, (height, width), generator, state, bars
         )
-        total = max(0, plan.num_clips - state.clip_index)
-        for k, z0, next_state in bars.track(clips, "clips", total=total):
+        for k, z0, next_state in chunks:
             state = next_state
-            frames = decode_clip(bundle, z0, plan.new_frames(k), options.frames - sink.num_frames)
+            frames = decode_clip(bundle, z0, options.frames - sink.num_frames)
             sink.add_clip(frames, state, generator)
             if callback is not None:
                 callback(k, sink.num_frames)
@@ -269,23 +263,47 @@ def default_fps(bundle: ModelBundle) -> float:
     return float(output_fps(bundle.config, bundle.config.default_fps))
 
 
-def reuse_and_diffuse(conditions, schedule, plan: ClipPlan, options, bundle, size, generator, state, bars):
-    """The clip iterator of :func:`~vidforge.extend.sampler.sample_reuse_and_diffuse` for this run:
-    clips of ``N`` latent frames at ``size = (height, width)``, from ``state`` on."""
+def clip_shape(bundle: ModelBundle, plan: ClipPlan, size: tuple[int, int]) -> tuple[int, ...]:
+    """``(1, C, N, h, w)``: one clip's latents at ``size = (height, width)``."""
     factor = bundle.vae_scale_factor
-    shape = (1, bundle.latent_channels, plan.clip_frames, size[0] // factor, size[1] // factor)
-    return sample_reuse_and_diffuse(
-        conditions.denoiser, schedule, shape, num_clips=plan.num_clips, prompt_frames=options.prompt_frames,
-        noise_recycle=options.noise_recycle, staged_guidance=options.staged_guidance, eta=options.eta,
-        generator=generator, state=state, device=bundle.device, dtype=bundle.dtype,
+    return (1, bundle.latent_channels, plan.clip_frames, size[0] // factor, size[1] // factor)
+
+
+def reuse_and_diffuse(conditions, schedule, plan: ClipPlan, options, bundle, size, generator, state, bars):
+    """``(k, z^k_0 (1, C, N, h, w), state)`` clip by clip from ``state`` on
+    (:func:`~vidforge.extend.sampler.sample_reuse_and_diffuse`), under a clip bar."""
+    clips = sample_reuse_and_diffuse(
+        conditions.denoiser, schedule, clip_shape(bundle, plan, size), num_clips=plan.num_clips,
+        prompt_frames=options.prompt_frames, noise_recycle=options.noise_recycle,
+        staged_guidance=options.staged_guidance, eta=options.eta, generator=generator, state=state,
+        device=bundle.device, dtype=bundle.dtype,
         progress=lambda steps, k: bars.track(steps, f"clip {k + 1}/{plan.num_clips}", total=len(steps)),
     )  # fmt: skip
+    return bars.track(clips, "clips", total=max(0, plan.num_clips - state.clip_index))
 
 
-def decode_clip(bundle: ModelBundle, z0: torch.Tensor, frames: slice, limit: int) -> np.ndarray:
-    """The ``frames`` of a clip's latents ``(1, C, N, h, w)`` (at most ``limit``), decoded to uint8
+def fifo_chunks(conditions, schedule, plan: ClipPlan, options, bundle, size, generator, state, bars):
+    """FIFO-Diffusion's frames (:func:`~vidforge.extend.fifo.sample_fifo`) from ``state`` on, ``N`` at
+    a time: ``(k, latents (1, C, <=N, h, w), state after them)``, so a chunk is decoded, written
+    and checkpointed together (the queue and the generator state are exact at chunk ends)."""
+    frames = sample_fifo(
+        conditions.denoiser, schedule, clip_shape(bundle, plan, size), num_frames=plan.target,
+        lookahead=options.lookahead, eta=options.eta, generator=generator, state=state,
+        device=bundle.device, dtype=bundle.dtype,
+        progress=lambda items, description: bars.track(items, description, total=len(items)),
+    )  # fmt: skip
+    chunk = []
+    for i, z0, state in frames:
+        chunk.append(z0)
+        if (i + 1) % plan.clip_frames == 0 or i == plan.target - 1:
+            yield i // plan.clip_frames, torch.cat(chunk, dim=2), state
+            chunk = []
+
+
+def decode_clip(bundle: ModelBundle, z0: torch.Tensor, limit: int) -> np.ndarray:
+    """A clip's latents ``(1, C, N, h, w)`` (the first ``limit`` frames at most), decoded to uint8
     ``(F, H, W, 3)``; DynamiCrafter decodes in fp32 (fp16 VAE decodes give NaNs)."""
-    latents = z0[0, :, frames].permute(1, 0, 2, 3)[:limit]  # (F, C, h, w)
+    latents = z0[0].permute(1, 0, 2, 3)[:limit]  # (F, C, h, w)
     dtype = torch.float32 if bundle.family == "dynamicrafter" else None
     return to_uint8(decode_latents(bundle.vae, latents, DECODE_CHUNK, dtype))
 
@@ -309,8 +327,9 @@ def prepare_init(
 def prepare_conditions(
     bundle: ModelBundle, options: ExtendOptions, image: np.ndarray | None, height: int, width: int
 ) -> Conditions:
-    """The CFG denoiser (positive and negative branch in one batched call; CFG off for a scale of
-    1) and the unguided positive denoiser for DDIM inversion.
+    """The CFG denoiser (positive and negative branch in one batched call; CFG off, the positive
+    branch alone, for a scale <= 1 as in the official loop) and the unguided positive denoiser for
+    DDIM inversion.
 
     Text-to-video: the prompt and negative prompt embeddings. ``--image`` (DynamiCrafter):
     ``cat(text, image tokens)`` contexts, the image's for the prompt and a zero image's for the
@@ -326,8 +345,9 @@ def prepare_conditions(
         model = unet_model(bundle.unet)
     else:
         positive, negative, model, fps_cond = image_conditions(bundle, options, image, height, width)
+    # CFG off for any scale <= 1, as the official loop: the conditional branch alone
     conds = (
-        {"positive": positive} if options.text_scale == 1 else {"negative": negative, "positive": positive}
+        {"positive": positive} if options.text_scale <= 1 else {"negative": negative, "positive": positive}
     )
     rescale = bundle.config.guidance_rescale if bundle.config is not None else 0.0
     guided = BatchedGuidance(model, conds, cfg_combine(options.text_scale, rescale, "negative", "positive"))
@@ -358,17 +378,19 @@ def starting_state(
     bundle: ModelBundle, conditions: Conditions, schedule: DDIMSchedule, options: ExtendOptions,
     init_frames: np.ndarray | None, n: int, output: Path | None, checkpoint: Checkpoint | None, bars: Bars,
 ):  # fmt: skip
-    """``(generator, state, checkpoint)``: a resumed checkpoint's, or a fresh start (clip 0 from
-    noise, or the DDIM inversion of ``--init``) with a new checkpoint beside ``output``."""
+    """``(generator, state, checkpoint)``: a resumed checkpoint's, or a fresh start (from noise, or
+    the DDIM inversion of ``--init``) with a new checkpoint beside ``output``. The state is a
+    :class:`ReuseState` (reuse) or a :class:`FifoState` (fifo: the queue)."""
     from vidforge.core.device import make_generator
 
+    state_type = FifoState if options.method == "fifo" else ReuseState
     generator = make_generator(options.seed, "cpu")
     if checkpoint is not None:
-        state, rng_state = checkpoint.state(bundle.device, bundle.dtype)
+        state, rng_state = checkpoint.state(bundle.device, bundle.dtype, state_type)
         if rng_state is not None:
             generator.set_state(rng_state)
         return generator, state, checkpoint
-    state = ReuseState()
+    state = state_type()
     if init_frames is not None:
         state = invert_init(bundle, conditions.inversion, init_frames, n, schedule, options, bars)
     if output is not None:
@@ -420,7 +442,7 @@ class ExtendSink(Sink):
                 break
             self.write(chunk)
 
-    def add_clip(self, frames: np.ndarray, state: ReuseState, generator: torch.Generator) -> None:
+    def add_clip(self, frames: np.ndarray, state: ReuseState | FifoState, generator: torch.Generator) -> None:
         self.write(frames)
         if self.checkpoint is not None:
             self.checkpoint.add_frames(frames)
@@ -456,16 +478,24 @@ class ExtendSink(Sink):
 
 
 def run_info(bundle, options: ExtendOptions, plan: ClipPlan, state, size, backend, fps_cond) -> dict:
+    n = plan.clip_frames
+    if options.method == "fifo":
+        method = {"partitions": options.partitions, "lookahead": options.lookahead,
+                  "queue_frames": options.num_steps(n) + (n // 2 if options.lookahead else 0),
+                  "chunks": plan.num_clips}  # fmt: skip
+    else:
+        method = {"prompt_frames": options.prompt_frames, "noise_recycle": options.noise_recycle,
+                  "staged_guidance": options.staged_guidance, "clips": plan.num_clips}  # fmt: skip
     return {
         "command": "extend",
+        "method": options.method,
         "model": bundle.name,
         "seed": options.seed,
-        "clip_frames": plan.clip_frames,
-        "prompt_frames": plan.prompt_frames,
-        "noise_recycle": options.noise_recycle,
-        "staged_guidance": options.staged_guidance,
-        "clips": plan.num_clips,
-        "steps": options.steps,
+        "clip_frames": n,
+        **method,
+        "steps": options.num_steps(n),
+        "eta": options.eta,
+        "text_scale": options.text_scale,
         "size": list(size),
         "attention": backend,
         "state_bytes": state.nbytes,

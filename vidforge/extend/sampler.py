@@ -43,6 +43,14 @@ class ReuseState:
     noise: torch.Tensor | None = None
     prompt_latents: torch.Tensor | None = None
 
+    @property
+    def index(self) -> int:
+        return self.clip_index
+
+    @classmethod
+    def from_tensors(cls, index: int, tensors: dict[str, torch.Tensor]) -> ReuseState:
+        return cls(index, tensors.get("noise"), tensors.get("prompt_latents"))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {
             k: v.contiguous()

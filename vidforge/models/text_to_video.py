@@ -23,12 +23,55 @@ SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer")
 
 
 def unet_model(unet):
-    """``model(z (B, C, N, h, w), t, text (B, L, D)) -> ε`` of a ``UNet3DConditionModel``."""
+    """``model(z (B, C, N, h, w), t, text (B, L, D)) -> ε`` of a ``UNet3DConditionModel``; ``t`` a
+    scalar, ``(B,)`` or one timestep per frame ``(1 or B, N)`` (the shared denoiser contract)."""
 
     def model(z: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return unet(z, t, encoder_hidden_states=text).sample
+        t = torch.as_tensor(t, device=z.device)
+        if t.ndim < 2:
+            return unet(z, t, encoder_hidden_states=text).sample
+        return per_frame_forward(unet, z, t.expand(z.shape[0], z.shape[2]), text)
 
     return model
+
+
+class FrameTimeEmbedding:
+    """Stands in for ``UNet3DConditionModel``'s per-video time embedding ``(B, E)``. Its forward
+    repeats that embedding over the frames at once (``emb.repeat_interleave(F, dim=0)``, rows ordered
+    ``(b, f)``) and hands the result to every ResNet block; this object answers that call with the
+    per-frame embeddings ``(B*F, E)`` instead. Any other use fails loudly (AttributeError), so a
+    diffusers release that changes the forward cannot silently drop the per-frame timesteps."""
+
+    def __init__(self, per_frame: torch.Tensor, num_frames: int):
+        self.per_frame = per_frame
+        self.num_frames = num_frames
+        self.shape = (per_frame.shape[0] // num_frames, *per_frame.shape[1:])  # the per-video (B, E)
+
+    def repeat_interleave(self, repeats, dim=0, output_size=None) -> torch.Tensor:
+        expected = output_size in (None, self.per_frame.shape[0])
+        if repeats != self.num_frames or dim != 0 or not expected:
+            raise RuntimeError("UNet3DConditionModel no longer repeats its time embedding over frames")
+        return self.per_frame
+
+
+def frame_time_embedding(unet, t: torch.Tensor) -> torch.Tensor:
+    """``t (B, F)`` -> ``(B*F, E)`` rows ``(b, f)``: diffusers' own ``time_proj`` + ``time_embedding``,
+    run per frame on the ``B`` rows of that frame (the rows the per-video path embeds), so equal
+    per-frame timesteps give exactly the per-video embedding."""
+    rows = [unet.time_embedding(unet.time_proj(t[:, i]).to(dtype=unet.dtype)) for i in range(t.shape[1])]
+    return torch.stack(rows, dim=1).flatten(0, 1)
+
+
+def per_frame_forward(unet, z: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """``UNet3DConditionModel`` with one timestep per frame, ``t (B, F)`` (FIFO-Diffusion's diagonal
+    denoising), without copying diffusers' forward: a forward hook on ``unet.time_embedding``
+    replaces its per-video output by :class:`FrameTimeEmbedding` for this one call."""
+    per_frame = FrameTimeEmbedding(frame_time_embedding(unet, t), z.shape[2])
+    handle = unet.time_embedding.register_forward_hook(lambda module, args, output: per_frame)
+    try:
+        return unet(z, t[:, 0], encoder_hidden_states=text).sample
+    finally:
+        handle.remove()
 
 
 def build_tiny(seed: int = 0) -> ModelBundle:

@@ -19,7 +19,10 @@ import torch
 
 from vidforge.sampling.schedules import Step
 
-Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_in, t) -> network output
+# (x_in, t) -> network output. ``t``: the step's timestep, a scalar or ``(B,)``; video models also take
+# one timestep per frame, ``(1 or B, F)`` for ``x_in (B, C, F, h, w)`` (FIFO-Diffusion), with a Step
+# whose ``a``, ``b`` are per-frame ``(1, 1, F, 1, 1)`` tensors.
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Prediction(NamedTuple):

@@ -69,14 +69,16 @@ def image_latents(
 
 
 def conditioned_unet(network, latents: torch.Tensor, fps: int, autocast_dtype: torch.dtype | None = None):
-    """``model(x (B, 4, F, h, w), t, context (B, 77 + L, D)) -> (B, 4, F, h, w)`` (ε or v): the video
+    """``model(x (B, 4, F, h, w), t, context (B, 77 + L, D)) -> (B, 4, F, h, w)`` (ε or v), ``t`` a
+    scalar, ``(B,)`` or per frame ``(1 or B, F)`` (the shared denoiser contract): the video
     UNet with the detail stream ``latents`` (``(1, 4, F or 1, h, w)``) concatenated on channels and
     the fps conditioning ``fps``, under autocast when ``autocast_dtype`` is given."""
 
     def model(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         b, _, f = x.shape[:3]
         x_in = torch.cat([x, latents.to(x).expand(b, -1, f, -1, -1)], dim=1)
-        t = torch.as_tensor(t, device=x.device).long().reshape(-1).expand(b)
+        t = torch.as_tensor(t, device=x.device).long()
+        t = t.expand(b, f) if t.ndim == 2 else t.reshape(-1).expand(b)  # per frame (1 or B, F), or per video
         fps_t = torch.full((b,), fps, dtype=torch.long, device=x.device)
         enabled = autocast_dtype is not None
         with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):

@@ -63,7 +63,8 @@ class DynamiCrafter(nn.Module):
     def denoise(
         self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, fps: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``x`` ``(B, 8, F, h, w)`` = cat(noisy latent, image latent); ``t`` ``(B,)`` long; ``context``
+        """``x`` ``(B, 8, F, h, w)`` = cat(noisy latent, image latent); ``t`` ``(B,)`` or per frame
+        ``(B, F)``, long; ``context``
         ``(B, 77 + Q·L, D)``; ``fps`` ``(B,)`` long (frame stride for the 256 model; None: the
         release default) -> model output ``(B, 4, F, h, w)`` (ε or v, see ``config.prediction_type``).
 

@@ -445,17 +445,34 @@ class VideoUNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
+    def embedding(self, t: torch.Tensor, fps: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The time + fps embedding of every frame, ``(B*F, E)`` ordered ``(b, f)`` like the folded
+        frames. ``t`` ``(B,)``: one timestep per video; ``(B, F)``: one per frame (FIFO-Diffusion's
+        diagonal denoising). Per frame, the MLP runs on the ``B`` rows of that frame, the same rows the
+        per-video path embeds, so equal per-frame timesteps give exactly the per-video embedding."""
+        mc = self.config.model_channels
+        dtype = next(self.parameters()).dtype
+        fps_emb = self.fps_embedding(timestep_embedding(fps, mc).to(dtype))
+        if t.ndim == 1:
+            emb = self.time_embed(timestep_embedding(t, mc).to(dtype)) + fps_emb
+            return emb.repeat_interleave(num_frames, dim=0)
+        frames = [
+            self.time_embed(timestep_embedding(t[:, i], mc).to(dtype)) + fps_emb for i in range(num_frames)
+        ]
+        return torch.stack(frames, dim=1).flatten(0, 1)
+
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, fps: torch.Tensor
     ) -> torch.Tensor:
-        """``x`` ``(B, in_channels, F, h, w)``, ``t`` ``(B,)``, ``context`` ``(B, 77 + L*Q, D)`` (text then
-        frame-major image tokens), ``fps`` ``(B,)`` (fps or frame stride) -> ``(B, out_channels, F, h, w)``."""
+        """``x`` ``(B, in_channels, F, h, w)``, ``t`` ``(B,)`` or per frame ``(B, F)``, ``context``
+        ``(B, 77 + L*Q, D)`` (text then frame-major image tokens), ``fps`` ``(B,)`` (fps or frame
+        stride) -> ``(B, out_channels, F, h, w)``."""
         cfg = self.config
         b, c, f, h, w = x.shape
         dtype = next(self.parameters()).dtype
-        emb = self.time_embed(timestep_embedding(t, cfg.model_channels).to(dtype))
-        emb = emb + self.fps_embedding(timestep_embedding(fps, cfg.model_channels).to(dtype))
-        emb = emb.repeat_interleave(f, dim=0)  # (B*F, E), frames folded into the batch
+        if t.ndim == 2 and t.shape != (b, f):
+            raise ValueError(f"per-frame timesteps must be (B, F) = ({b}, {f}), got {tuple(t.shape)}")
+        emb = self.embedding(t, fps, f)  # (B*F, E), frames folded into the batch
         context = frame_context(context.to(dtype), f, cfg.text_len, cfg.temporal_length)
 
         hs = []
