@@ -103,7 +103,7 @@ def rows(m, out):
         (["stylize", m / "clip.mp4", "--style", "x", "-o", m / "nopng"], 1, "existing folder"),
         (["stylize", m / "clip.mp4", "--style", "x", "-o", m / "nowhere" / "o.mp4"], 1, "does not exist"),
         (["stylize", m / "clip.mp4", "--style", "x", "-o", m / "a_file" / "o.mp4"], 1, "is a file, not a folder"),
-        (["stylize", m / "clip.mp4", "--style", "x", "-o", out.with_name("x" * 300 + ".mp4")], 1, "too long"),
+        (["stylize", m / "clip.mp4", "--style", "x", "-o", out.with_name("x" * 300 + ".mp4")], 1, "the file name is too long"),
         (["stylize", m / "clip.mp4", "--style", "x", "-o", out.with_suffix(".png")], 1, "numbered pattern"),
         (["stylize", m / "clip.mp4", "--style", "x", "-o", m / "clip.mp4", "--overwrite"], 1, "is the input"),
         (["stylize", m / "clip.mp4", "--style", "x", "-o", out.with_suffix(".avi")], 1, "unknown format"),
@@ -130,6 +130,8 @@ def rows(m, out):
         (["extend", "--prompt", "x", "--staged-guidance", "2", "-o", out], 2, "--staged-guidance"),
         # evaluate
         (["evaluate", m / "missing.mp4"], 1, "does not exist"),
+        (["evaluate", m / ("x" * 300 + ".mp4")], 1, "File name too long"),
+        (["animate", m / ("x" * 300 + ".png"), "-o", out, *TINY], 1, "File name too long"),
         (["evaluate", m / "clip.mp4", "--metric", "nope"], 2, "unknown metric"),
         (["evaluate", m / "clip.mp4", "--max-frames", "1"], 2, "--max-frames"),
         (["evaluate", m / "clip.mp4", "--csv", out.with_suffix(".txt")], 1, ".csv"),

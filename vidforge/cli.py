@@ -150,6 +150,9 @@ def handle_errors(command):
                 _fail(f"out of GPU memory: {hint}", 1)
             if os.environ.get("VIDFORGE_DEBUG") == "1":
                 raise
+            if isinstance(e, OSError) and e.filename is not None:
+                # the system's own words are the clearest: disk full, name too long, permission denied
+                _fail(f"{str(e.filename)!r}: {e.strerror or first_line(e)}", 1)
             _fail(
                 f"internal error: {type(e).__name__}: {first_line(e)} (set VIDFORGE_DEBUG=1 for the traceback)",
                 1,

@@ -152,7 +152,8 @@ def check_output_path(
     format and codec, an existing output (``overwrite``: a regular file only, never a directory),
     the output being one of the ``inputs``, and a folder that is missing, a file or read-only."""
     path = Path(path)
-    if path.is_dir() and not path.is_symlink():
+    # os.path.isdir, not Path.is_dir: on Python 3.11 the latter raises for a name over NAME_MAX
+    if os.path.isdir(path) and not path.is_symlink():
         raise VidforgeError(f"output {str(path)!r} is an existing folder; give a file name")
     kind = output_kind(path)
     if codec is not None:
