@@ -206,3 +206,11 @@ def test_devices():
     for bad in ("gpu0", "cuda:0,cuda:0", "auto", ","):
         with pytest.raises(OptionError, match="--devices"):
             parse_devices(bad)
+
+
+@pytest.mark.parametrize("name", ["jobs.jsonl", "jobs.csv"])
+def test_the_example_jobs_files_are_valid(name):
+    examples = Path(__file__).parents[1] / "examples"
+    jobs = read_jobs(examples / name, output_dir="/tmp/vidforge-examples")
+    assert [job.id for job in jobs][:3] == ["ink", "oil", "waves"]
+    assert all(job.output.startswith("/tmp/vidforge-examples/") for job in jobs)
