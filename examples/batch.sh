@@ -1,43 +1,43 @@
 #!/usr/bin/env bash
-# Stylize every clip in a folder, score each result, and keep going past failures.
+# Stylize every clip in a folder with one model load, then score every result against its source
+# in one evaluate call. Keeps going past clips that fail; a re-run skips finished clips.
 #
 #   examples/batch.sh CLIPS_DIR OUT_DIR "ink wash painting" [extra vidforge stylize options...]
 #
-# vidforge exits 0 on success, 1 on a runtime error (bad file, missing weights), 2 on a usage error;
-# with --json it prints one JSON object on stdout, so results can be collected line by line.
-# Exits 1 if any clip failed; the failures are listed in OUT_DIR/failed.txt.
+# Writes OUT_DIR/NAME.mp4 for every clip NAME.* (mp4, mov, mkv, webm, gif... or a PNG-sequence
+# folder) and OUT_DIR/metrics.json. Exits 1 if any clip failed or could not be scored, 2 on a usage
+# error. For per-clip styles, prompts or models, write a JOBS file (examples/jobs.jsonl) and run
+# `vidforge batch`.
 set -uo pipefail
 
-clips=${1:?usage: batch.sh CLIPS_DIR OUT_DIR STYLE [options...]}
-out=${2:?usage: batch.sh CLIPS_DIR OUT_DIR STYLE [options...]}
-style=${3:?usage: batch.sh CLIPS_DIR OUT_DIR STYLE [options...]}
+usage="usage: batch.sh CLIPS_DIR OUT_DIR STYLE [options...]"
+clips=${1:?$usage}
+out=${2:?$usage}
+style=${3:?$usage}
 shift 3
 vidforge=${VIDFORGE:-vidforge}
 
-mkdir -p "$out"
-: > "$out/results.jsonl"
-: > "$out/failed.txt"
+"$vidforge" stylize "$clips" --style "$style" --output-dir "$out" --skip-existing "$@"
+status=$?
+[ "$status" -eq 2 ] && exit 2
 
-for clip in "$clips"/*.mp4; do
-    [ -e "$clip" ] || { echo "no .mp4 files in $clips" >&2; exit 2; }
-    name=$(basename "$clip" .mp4)
-    result="$out/$name.mp4"
-    if json=$("$vidforge" stylize "$clip" --style "$style" -o "$result" --overwrite --json --quiet "$@" \
-        2>> "$out/errors.log"); then
-        echo "$json" >> "$out/results.jsonl"
-        # score the frames that were stylized (--max-frames may have shortened the result)
-        frames=$(echo "$json" | sed -n 's/.*"frames": \([0-9]*\).*/\1/p')
-        "$vidforge" evaluate "$result" --source "$clip" --max-frames "$frames" --json \
-            > "$out/$name.metrics.json" 2>> "$out/errors.log" \
-            || echo "$clip: evaluate failed (exit $?)" >> "$out/failed.txt"
-    else
-        code=$?
-        echo "$clip: stylize failed (exit $code)" >> "$out/failed.txt"
-        [ "$code" -eq 2 ] && { echo "usage error, stopping: see $out/errors.log" >&2; exit 2; }
-    fi
+# Pair each output with its source, in the same order, as two lists evaluate reads.
+: > "$out/outputs.txt"
+: > "$out/sources.txt"
+for clip in "$clips"/*; do
+    name=$(basename "$clip")
+    [ -e "$out/${name%.*}.mp4" ] || continue
+    realpath "$out/${name%.*}.mp4" >> "$out/outputs.txt"
+    realpath "$clip" >> "$out/sources.txt"
 done
+[ -s "$out/outputs.txt" ] || exit 1
 
-done_count=$(wc -l < "$out/results.jsonl")
-failed_count=$(wc -l < "$out/failed.txt")
-echo "$done_count stylized, $failed_count failed -> $out" >&2
-[ "$failed_count" -eq 0 ]
+# score the frames that were stylized (--max-frames may have shortened the results)
+score=()
+args=("$@")
+for i in "${!args[@]}"; do
+    [ "${args[$i]}" = "--max-frames" ] && score=(--max-frames "${args[$((i + 1))]}")
+done
+"$vidforge" evaluate "$out/outputs.txt" --source "$out/sources.txt" "${score[@]}" --json \
+    > "$out/metrics.json" || status=1
+exit "$status"

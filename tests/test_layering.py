@@ -1,7 +1,7 @@
 """The package's shape, checked by parsing every module (imports inside functions included):
 
-* layers: ``core`` <- ``sampling`` <- ``models`` <- the commands; a lower layer never imports a
-  higher one, and no command package imports another;
+* layers: ``core`` <- ``sampling`` <- ``models`` <- the commands <- ``batch``; a lower layer never
+  imports a higher one, and no command package imports another;
 * no import cycles between modules;
 * no function body longer than 60 lines (signature and docstring not counted: a CLI command's
   options are declarations; a network's ``__init__`` that declares its layers is excepted);
@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vidforge"
 COMMANDS = ("stylize", "animate", "extend", "evaluate")
-LAYERS = {"core": 0, "sampling": 1, "models": 2, **dict.fromkeys(COMMANDS, 3)}
+LAYERS = {"core": 0, "sampling": 1, "models": 2, **dict.fromkeys(COMMANDS, 3), "batch": 4}
 MAX_LINES = 60
 
 
@@ -111,7 +111,9 @@ def test_no_function_body_is_longer_than_60_lines():
     assert not long_functions(), "\n".join(long_functions())
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["stylize", "--help"], ["extend", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["--version"], ["stylize", "--help"], ["extend", "--help"], ["batch", "--help"]]
+)
 def test_the_cli_edge_imports_no_torch(argv):
     code = (
         "import sys\nfrom vidforge.cli import main\n"

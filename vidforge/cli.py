@@ -114,6 +114,22 @@ Compile = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object describing the result to stdout.")]
 Resize = Annotated[str | None, typer.Option(help="Resize frames to WIDTHxHEIGHT first, e.g. 512x320.")]
+OutputDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder for the outputs of several inputs: DIR/NAME.mp4 for an input NAME.* (without it: "
+        "NAME_stylized.mp4 etc. beside each input).",
+        rich_help_panel="Many inputs",
+    ),
+]
+SkipExisting = Annotated[
+    bool,
+    typer.Option(
+        help="Skip an input whose output exists and whose settings record (OUTPUT.json) says it was "
+        "made from the same input with the same options.",
+        rich_help_panel="Many inputs",
+    ),
+]
 
 
 # What to change when a command runs out of GPU memory.
@@ -223,9 +239,9 @@ def _recorded(path: Path, names: set[str]) -> dict:
     }
 
 
-def _input(given: Path | None, settings: Path | None, key: str, what: str) -> Path:
-    """The command's input: as given, or the one a ``--settings`` record names."""
-    if given is not None:
+def _inputs(given: list[Path] | None, settings: Path | None, key: str, what: str) -> list[Path]:
+    """The command's inputs: as given, or the one a ``--settings`` record names."""
+    if given:
         return given
     if settings is None:
         raise OptionError(f"missing {what} (or --settings OUTPUT.json to replay a run)")
@@ -234,7 +250,72 @@ def _input(given: Path | None, settings: Path | None, key: str, what: str) -> Pa
     recorded = read_settings(settings, get_current_context().command.name)["inputs"].get(key) or {}
     if not recorded.get("path"):
         raise OptionError(f"--settings {str(settings)!r} names no {what} (it was given as frames): pass one")
-    return Path(recorded["path"])
+    return [Path(recorded["path"])]
+
+
+def _input_jobs(command, items, options, output, output_dir, kind="video", field=None):
+    """The jobs of a command given several inputs (a folder, a .txt list, several paths) or
+    ``--output-dir``; None for one input without ``--output-dir``, which runs as it always has."""
+    from vidforge.core.inputs import expand_inputs, names_several
+
+    if output_dir is None and not names_several(items, kind):
+        return None
+    from vidforge.batch.jobs import input_jobs
+
+    paths = expand_inputs(items, field and f"--{field}" or kind, kind)
+    if output is not None and (len(paths) > 1 or output_dir is not None):
+        raise OptionError("-o/--output names one output; for several inputs give --output-dir DIR")
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    jobs = input_jobs(command, paths, options, output_dir, field)
+    return [dataclasses.replace(jobs[0], output=str(output))] if output is not None else jobs
+
+
+def _already_done(command, options, source, output, skip_existing: bool, as_json: bool) -> bool:
+    """``--skip-existing`` for one input: say so and return True when there is nothing to do."""
+    if not skip_existing:
+        return False
+    from vidforge.batch.jobs import Job, is_done
+
+    if not is_done(Job("1", command, options, str(source) if source is not None else None, str(output))):
+        return False
+    if as_json:
+        import json as json_module
+
+        typer.echo(json_module.dumps({"output": str(output), "status": "skipped"}))
+    else:
+        typer.echo(f"skipped: {output} exists with the same settings and input", err=True)
+    return True
+
+
+def _run_jobs(jobs, overwrite: bool, skip_existing: bool, quiet: bool, progress: str, as_json: bool) -> None:
+    """Several inputs in this process, the model loaded once; exit 1 if any failed."""
+    from vidforge.batch import executor
+
+    with _bars(quiet, progress) as bars:
+        outcomes = executor.execute(jobs, overwrite=overwrite, skip_existing=skip_existing, bars=bars)
+    _report_jobs(outcomes, None, as_json, quiet, table=False)
+
+
+def _report_jobs(outcomes, results, as_json: bool, quiet: bool, table: bool) -> None:
+    """One JSON object (``--json``) or a table and a summary line; one ``error:`` line per failed
+    job; exit code 1 if any failed."""
+    from vidforge.batch import executor
+
+    counts = executor.counts(outcomes)
+    if as_json:
+        import json as json_module
+
+        payload = {"results": str(results) if results else None, **counts, "jobs": outcomes}
+        typer.echo(json_module.dumps(payload))
+    elif not quiet:
+        if table:
+            executor.print_table(outcomes)
+        typer.echo(executor.summary(outcomes, results), err=True)
+    for line in executor.error_lines(outcomes):
+        typer.echo(line, err=True)
+    if counts["failed"]:
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -246,7 +327,14 @@ def _input(given: Path | None, settings: Path | None, key: str, what: str) -> Pa
 )
 @handle_errors
 def stylize(
-    input: Annotated[Path | None, typer.Argument(help="Input video.", show_default=False)] = None,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Input video(s): files, folders (every video in them) or .txt lists.",
+            show_default=False,
+            metavar="INPUT",
+        ),
+    ] = None,
     style: Annotated[
         str, typer.Option(help="Style prompt, e.g. 'ink wash painting'.", show_default=False)
     ] = "",
@@ -259,6 +347,8 @@ def stylize(
         ),
     ] = StylizeOptions.mode,
     output: Output = None,
+    output_dir: OutputDir = None,
+    skip_existing: SkipExisting = False,
     model: Model = None,
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = StylizeOptions.steps,
     seed: Seed = StylizeOptions.seed,
@@ -384,10 +474,15 @@ def stylize(
         StylizeOptions, locals(), fuse_window=(lo, hi), resize=parse_size(resize),
         keyframe_interval=parse_keyframe_interval(keyframe_interval),
     )  # fmt: skip
-    input = _input(input, settings, "input", "INPUT video")
-    output = output or _default_output(input, "stylized")
+    inputs = _inputs(inputs, settings, "input", "INPUT video")
+    jobs = _input_jobs("stylize", inputs, options, output, output_dir)
+    if jobs is not None:
+        return _run_jobs(jobs, overwrite, skip_existing, quiet, progress, json)
+    output = output or _default_output(inputs[0], "stylized")
+    if _already_done("stylize", options, inputs[0], output, skip_existing, json):
+        return
     with _bars(quiet, progress) as bars:
-        result = api.run(input, options, output=output, bars=bars, overwrite=overwrite)
+        result = api.run(inputs[0], options, output=output, bars=bars, overwrite=overwrite)
     _report(result, json, quiet)
 
 
@@ -397,11 +492,18 @@ def stylize(
 )
 @handle_errors
 def animate(
-    image: Annotated[
-        Path | None, typer.Argument(help="Input image (PNG, JPEG, WebP).", show_default=False)
+    images: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Input image(s) (PNG, JPEG, WebP): files, folders (every image in them) or .txt lists.",
+            show_default=False,
+            metavar="IMAGE",
+        ),
     ] = None,
     prompt: Annotated[str, typer.Option(help="What should move and how.")] = "",
     output: Output = None,
+    output_dir: OutputDir = None,
+    skip_existing: SkipExisting = False,
     model: Model = None,
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = AnimateOptions.steps,
     seed: Seed = AnimateOptions.seed,
@@ -469,10 +571,15 @@ def animate(
 
     vae_slicing = vae_slicing or decode_per_frame
     options = _options(AnimateOptions, locals())
-    image = _input(image, settings, "image", "IMAGE")
-    output = output or _default_output(image, "animated")
+    images = _inputs(images, settings, "image", "IMAGE")
+    jobs = _input_jobs("animate", images, options, output, output_dir, "image")
+    if jobs is not None:
+        return _run_jobs(jobs, overwrite, skip_existing, quiet, progress, json)
+    output = output or _default_output(images[0], "animated")
+    if _already_done("animate", options, images[0], output, skip_existing, json):
+        return
     with _bars(quiet, progress) as bars:
-        result = api.run(image, options, output=output, bars=bars, overwrite=overwrite)
+        result = api.run(images[0], options, output=output, bars=bars, overwrite=overwrite)
     _report(result, json, quiet)
 
 
@@ -493,6 +600,8 @@ def extend(
     ] = ExtendOptions.method,
     frames: Annotated[int, typer.Option(help="Total frames to write.")] = ExtendOptions.frames,
     output: Output = None,
+    output_dir: OutputDir = None,
+    skip_existing: SkipExisting = False,
     model: Annotated[
         str | None,
         typer.Option(
@@ -562,15 +671,19 @@ def extend(
         ),
     ] = None,
     init: Annotated[
-        Path | None,
+        list[Path] | None,
         typer.Option(
-            help="Extend this video (DDIM-inverted; reuse only); --frames counts it too.",
+            help="Extend this video (DDIM-inverted; reuse only); --frames counts it too. Several "
+            "(repeated, a folder or a .txt list): one output each.",
             rich_help_panel="Reuse-and-Diffuse",
         ),
     ] = None,
     image: Annotated[
-        Path | None,
-        typer.Option(help="Extend an animation of this image (DynamiCrafter, the animate model)."),
+        list[Path] | None,
+        typer.Option(
+            help="Extend an animation of this image (DynamiCrafter, the animate model). Several "
+            "(repeated, a folder or a .txt list): one output each."
+        ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoints.")] = False,
     device: Device = ExtendOptions.device,
@@ -593,15 +706,46 @@ def extend(
 
     if guidance_scale is not None:  # the old name of --text-scale
         text_scale = guidance_scale
-    options = _options(ExtendOptions, locals())
+    inits, images = init or [], image or []
+    field, items = _extend_inputs(inits, images)
+    # the first of each (several: replaced per job by input_jobs)
+    first = {"init": str(inits[0]) if inits else None, "image": str(images[0]) if images else None}
+    options = _options(ExtendOptions, locals(), **first)
+    kind = "image" if field == "image" else "video"
+    jobs = _input_jobs("extend", items, options, output, output_dir, kind, field) if items else None
+    if jobs is not None:
+        return _run_jobs(jobs, overwrite, skip_existing, quiet, progress, json)
+    if output is None and output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    output = output or (output_dir or Path(".")) / "extended.mp4"
+    if _already_done("extend", options, None, output, skip_existing, json):
+        return
     try:
         with _bars(quiet, progress) as bars:
-            result = api.run(options, output=output or Path("extended.mp4"), bars=bars, overwrite=overwrite)
+            result = api.run(options, output=output, bars=bars, overwrite=overwrite)
     except KeyboardInterrupt as e:  # the partial video and checkpoint are kept: say where
         if str(e):
             typer.echo(str(e), err=True)
         raise
     _report(result, json, quiet)
+
+
+def _extend_inputs(inits: list[Path], images: list[Path]) -> tuple[str | None, list[Path]]:
+    """Which of --init / --image names the inputs of several runs (the other is one file or none)."""
+    from vidforge.core.inputs import names_several
+
+    several = [
+        name
+        for name, v, kind in (("init", inits, "video"), ("image", images, "image"))
+        if names_several(v, kind)
+    ]
+    if len(several) == 2:
+        raise OptionError("--init and --image cannot both name several inputs; give several of one only")
+    if several:
+        return several[0], inits if several[0] == "init" else images
+    if inits:
+        return "init", inits
+    return ("image", images) if images else (None, [])
 
 
 @app.command(
@@ -691,6 +835,94 @@ def evaluate(
     api.write_report(report, format=format, csv=csv, plot=plot, quiet=quiet)
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command(
+    epilog="Example: vidforge batch jobs.jsonl --output-dir out/ --engine ray\n\n"
+    'A JSONL line: {"command": "stylize", "input": "a.mp4", "output": "a.mp4", "style": "ink wash", '
+    '"model": "tiny", "steps": 20}; CSV: the same keys as columns. See README "Running at scale".'
+)
+@handle_errors
+def batch(
+    jobs: Annotated[
+        Path,
+        typer.Argument(
+            help="JOBS file: .jsonl or .csv, one job per line: command, input, output and the command's "
+            "options (long names).",
+            show_default=False,
+        ),
+    ],
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(help="Relative outputs go here, and results.jsonl (default: the JOBS file's folder)."),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this machine, nothing to start) or ray (a Ray cluster; pip install 'vidforge\\[ray]')."
+        ),
+    ] = "local",
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            help="local: one worker process per device, e.g. cuda:0,cuda:1, or all (every GPU); "
+            "default: this process.",
+            rich_help_panel="local engine",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT; default: start a local Ray instance.",
+            rich_help_panel="ray engine",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Ray actors (default: one per GPU; one per 2 CPUs on a cluster without GPUs).",
+            rich_help_panel="ray engine",
+        ),
+    ] = None,
+    max_retries: Annotated[
+        int, typer.Option(help="Times a job runs again when its worker dies.", rich_help_panel="ray engine")
+    ] = 2,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing outputs of jobs that are not finished.")
+    ] = False,
+    progress: Progress = "auto",
+    quiet: Quiet = False,
+    json: Json = False,
+):
+    """Run a JOBS file (JSONL or CSV) on this machine or on a Ray cluster; finished jobs are skipped."""
+    from vidforge.batch import executor
+    from vidforge.batch.jobs import JobsError, read_jobs
+    from vidforge.batch.local import parse_devices
+
+    if engine not in executor.ENGINES:
+        raise OptionError(f"--engine must be one of {', '.join(executor.ENGINES)} (got {engine!r})")
+    if engine == "ray" and devices is not None:
+        raise OptionError("--devices is for --engine local; Ray gives each worker one GPU (see --workers)")
+    if engine == "local" and (address is not None or workers is not None):
+        raise OptionError("--address and --workers are for --engine ray")
+    if max_retries < 0 or (workers is not None and workers < 1):
+        raise OptionError("--max-retries must be >= 0 and --workers >= 1")
+    device_list = parse_devices(devices)
+    try:
+        parsed = read_jobs(jobs, output_dir)
+    except JobsError as e:  # every problem, each with its line number, before any work
+        for line in e.errors:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2) from None
+    folder = output_dir if output_dir is not None else jobs.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    results = folder / "results.jsonl"
+    with _bars(quiet, progress) as bars:
+        outcomes = executor.execute(
+            parsed, engine, devices=device_list, address=address, workers=workers,
+            max_retries=max_retries, results=results, overwrite=overwrite, bars=bars,
+        )  # fmt: skip
+    _report_jobs(outcomes, results, json, quiet, table=True)
 
 
 models_app = typer.Typer(

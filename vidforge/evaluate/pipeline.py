@@ -151,10 +151,16 @@ def run(
     per_video = [m for m in dict.fromkeys(options.metrics) if m not in SET_METRICS]
     wants_sets = any(m in SET_METRICS for m in options.metrics)
     for path, source in bars.track(list(zip(paths, sources, strict=True)), "videos", total=len(paths)):
-        frames = load_video(path, options.max_frames, options.resize).frames
+        label = str(path) if isinstance(path, Path) else f"video {len(reports)}"
+        try:
+            frames = load_video(path, options.max_frames, options.resize).frames
+        except VidforgeError as e:  # an unreadable video fails alone; the others are still scored
+            if len(paths) == 1:
+                raise
+            reports.append(VideoReport(label, {}, error=str(e)))
+            continue
         prompt = prompt_for(path, prompts, options.prompt)
         scorer = VideoScorer(frames, source, options, models, bars, decoded_sources, prompt)
-        label = str(path) if isinstance(path, Path) else f"video {len(reports)}"
         reports.append(VideoReport(label, {m: scorer.score(m) for m in per_video}, len(frames)))
         if wants_sets:
             features.append(_features(frames, path, options, models["i3d"], device))

@@ -56,9 +56,11 @@ class VideoReport:
     video: str
     metrics: dict[str, MetricResult]
     num_frames: int = 0
+    error: str | None = None  # the video could not be read: no metric ran on it
 
     def to_dict(self) -> dict:
-        return {"video": self.video, "metrics": {k: m.to_dict() for k, m in self.metrics.items()}}
+        out = {"video": self.video, "metrics": {k: m.to_dict() for k, m in self.metrics.items()}}
+        return out if self.error is None else {**out, "error": self.error}
 
 
 @dataclass
@@ -69,8 +71,10 @@ class Report:
 
     @property
     def failed(self) -> bool:
-        return any(m.error for v in self.videos for m in v.metrics.values()) or any(
-            m.error for m in self.sets.values()
+        return (
+            any(v.error for v in self.videos)
+            or any(m.error for v in self.videos for m in v.metrics.values())
+            or any(m.error for m in self.sets.values())
         )
 
     @property
@@ -81,7 +85,8 @@ class Report:
             for name, m in v.metrics.items():
                 if m.error:
                     grouped.setdefault((name, m.error), []).append(v.video)
-        out = [
+        out = [v.error for v in self.videos if v.error]  # unreadable videos: the message names the file
+        out += [
             f"{names[0] if len(names) == 1 else f'{len(names)} videos'}: {metric}: {error}"
             for (metric, error), names in grouped.items()
         ]
