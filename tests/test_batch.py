@@ -171,3 +171,15 @@ def test_worker_processes_and_a_missing_ray(tmp_path, clips, capsys, monkeypatch
     code, stdout, err = run_main(["batch", jobs, "--engine", "ray"], capsys)
     assert code == 1 and stdout == ""
     assert err.strip() == 'error: --engine ray needs Ray: pip install "vidforge[ray]"'
+
+
+def test_skip_existing_matches_extend_records_with_the_method_defaults_filled_in(tmp_path, capsys):
+    out = tmp_path / "long.mp4"
+    args = ["extend", "--prompt", "a boat", "--frames", "10", "-o", out, "--steps", "1", "--model", "tiny",
+            "--device", "cpu", "--progress", "none"]  # fmt: skip
+    code, _, err = run_main(args, capsys)
+    assert code == 0, err
+    code, stdout, err = run_main([*args, "--skip-existing", "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["status"] == "skipped", err
+    code, _, err = run_main([*args, "--skip-existing", "--eta", "0.5"], capsys)  # not the recorded eta (0)
+    assert code == 1 and "already exists" in err

@@ -59,7 +59,8 @@ def test_cli_writes_exactly_20_frames_at_the_fps_conditioning(tmp_path, image_pa
          "--frames", "20", "--steps", "2", "-o", str(out), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    info = json.loads(result.stdout)
+    record = json.loads(result.stdout)
+    info = {**record["details"], **record["output"]}
     # tiny DynamiCrafter: N = video_length = 16, so 16 + 12 new frames from 2 clips
     assert info["frames"] == 20 and info["clips"] == 2 and info["clip_frames"] == 16
     assert info["cond_fps"] == 24 and info["fps"] == 24  # 512-style default fps 24, played at 24
@@ -230,4 +231,4 @@ def test_cli_image_and_init_with_the_tiny_v_prediction_model_writes_24_frames(
          "--frames", "24", "--steps", "2", "-o", str(out), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["frames"] == 24 and read_video(out).num_frames == 24
+    assert json.loads(result.stdout)["output"]["frames"] == 24 and read_video(out).num_frames == 24

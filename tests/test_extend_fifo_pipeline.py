@@ -44,7 +44,8 @@ def test_cli_fifo_writes_exactly_40_frames(tmp_path):
          "--partitions", "1", "--no-lookahead", "--height", "32", "--width", "32", "-o", str(out), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    info = json.loads(result.stdout)
+    record = json.loads(result.stdout)
+    info = {**record["details"], **record["output"]}
     assert info["frames"] == 40 and info["method"] == "fifo" and info["chunks"] == 5
     assert info["steps"] == 8 and info["queue_frames"] == 8  # S = n·N = 8 (no lookahead frames)
     assert (info["eta"], info["text_scale"]) == (1.0, 12.0)  # the authors' defaults

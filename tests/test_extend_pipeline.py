@@ -35,9 +35,9 @@ def test_output_is_every_clip_in_generation_order(monkeypatch):
     decoded = []
     real = pipeline.decode_clip
 
-    def recording(bundle, z0, limit):
-        decoded.append(real(bundle, z0, z0.shape[2]))  # the whole clip
-        return real(bundle, z0, limit)
+    def recording(bundle, z0, limit, chunk):
+        decoded.append(real(bundle, z0, z0.shape[2], chunk))  # the whole clip
+        return real(bundle, z0, limit, chunk)
 
     monkeypatch.setattr(pipeline, "decode_clip", recording)
     result = extend.run(replace(BASE, frames=19))
@@ -124,6 +124,19 @@ def test_resume_after_interrupt_gives_the_uninterrupted_frames(tmp_path):
     assert not state_dir_for(out).exists()
 
 
+def test_a_random_seed_run_resumes_with_its_own_seed_and_memory_options_may_change(tmp_path):
+    out = tmp_path / "out" / "%05d.png"
+    options = replace(BASE, frames=16, eta=0.5, seed=-1)
+    with pytest.raises(KeyboardInterrupt):
+        extend.run(options, output=out, callback=interrupt_after(0))
+    seed = json.loads((state_dir_for(out) / "meta.json").read_text())["options"]["seed"]
+    assert seed >= 0  # the seed drawn for the run, kept for --resume
+    resumed = extend.run(replace(options, resume=True, vae_slicing=True), output=out)
+    assert resumed.settings["options"]["seed"] == seed
+    full = extend.run(replace(options, seed=seed), output=tmp_path / "full" / "%05d.png")
+    assert np.abs(read_video(out).frames.astype(int) - read_video(full.output).frames.astype(int)).max() <= 1
+
+
 def test_resume_with_other_options_or_no_checkpoint_is_refused(tmp_path):
     out = tmp_path / "out" / "%05d.png"
     with pytest.raises(VidforgeError, match="no checkpoint"):
@@ -161,7 +174,8 @@ def test_cli_writes_exactly_40_frames(tmp_path):
          "--steps", "2", "-o", str(out), "--json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    info = json.loads(result.stdout)
+    record = json.loads(result.stdout)
+    info = {**record["details"], **record["output"]}
     assert info["frames"] == 40 and info["clips"] == 5
     assert read_video(out).num_frames == 40
 

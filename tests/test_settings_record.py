@@ -195,3 +195,39 @@ def test_stylize_max_side_processes_large_frames_smaller_and_writes_the_input_si
     record = json.loads(result.stdout)
     assert record["details"]["size"] == "64x48"  # 100x72 scaled by 0.64 -> 64x46.1 -> multiples of 8
     assert read_video(out).size == (100, 72) and "processed at 64x48 (--max-side 64)" in result.stderr
+
+
+# -------------------------------------------------------------------------------------------- extend
+
+
+def extend(*args):
+    result = runner.invoke(app, ["extend", *map(str, args), "--model", "tiny", "--steps", "2", "--frames", "12",
+                                 "--device", "cpu", "--progress", "none"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_extend_records_its_run_and_replays_it_bit_for_bit(tmp_path):
+    first = tmp_path / "first" / "%05d.png"
+    printed = json.loads(extend("--prompt", "a boat", "-o", first, "--seed", "-1", "--json").stdout)
+    record = json.loads(settings_path(first).read_text())
+    assert set(record) == RECORD_KEYS and record == printed and record["command"] == "extend"
+    assert record["options"]["seed"] >= 0 and record["options"]["prompt"] == "a boat"
+    assert record["options"]["eta"] == 0.0 and record["options"]["negative_prompt"] == "watermark"  # resolved
+    assert record["output"]["frames"] == 12 and record["details"]["clips"] == 2
+    assert {"load", "encode", "sample", "decode"} <= set(record["timings"])
+    again = tmp_path / "again" / "%05d.png"
+    replay = runner.invoke(
+        app, ["extend", "--settings", str(settings_path(first)), "-o", str(again), "--progress", "none"]
+    )
+    assert replay.exit_code == 0, replay.output
+    assert np.array_equal(read_video(first).frames, read_video(again).frames)
+
+
+@pytest.mark.parametrize("flags", [["--offload", "model"], ["--vae-slicing"], ["--vae-tiling"]])
+def test_extend_memory_options_give_the_same_frames(tmp_path, flags):
+    plain, other = tmp_path / "plain" / "%05d.png", tmp_path / "other" / "%05d.png"
+    extend("--prompt", "a boat", "-o", plain)
+    extend("--prompt", "a boat", "-o", other, *flags)
+    a, b = read_video(plain).frames.astype(int), read_video(other).frames.astype(int)
+    assert np.abs(a - b).max() <= {"--vae-slicing": 1, "--vae-tiling": 8}.get(flags[0], 0)

@@ -472,7 +472,9 @@ def _record_matches(job: Job) -> bool:
         return False
     if not isinstance(record, dict) or record.get("command") != job.command:
         return False
-    mine, theirs = options_dict(job.options), dict(record.get("options") or {})
+    # the record keeps the options a run used: extend's method defaults filled in
+    resolved = job.options.resolved() if hasattr(job.options, "resolved") else job.options
+    mine, theirs = options_dict(resolved), dict(record.get("options") or {})
     if job.options.seed == -1:  # "any seed": the record holds the one that was drawn
         mine.pop("seed", None)
         theirs.pop("seed", None)

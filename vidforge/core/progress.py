@@ -175,8 +175,22 @@ class Phases:
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
+    def iterate(self, name: str, items: Iterable):
+        """The items of ``items``, the time spent producing each counted as phase ``name`` (a
+        generator that samples lazily is timed where it runs, not where it was made)."""
+        iterator = iter(items)
+        while True:
+            with self(name):
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item
+
     def rounded(self) -> dict[str, float]:
         return {name: round(value, 3) for name, value in self.seconds.items()}
+
+
+_END = object()
 
 
 class Timer:

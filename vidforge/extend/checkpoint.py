@@ -27,7 +27,9 @@ from vidforge.extend.sampler import ReuseState
 # 2: every clip contributes all N frames (1 dropped clip k's first M); FIFO queues; meta 'index'
 FORMAT_VERSION = 2
 # Options that do not change the frames of a given clip: free to differ on --resume.
-NOT_FINGERPRINTED = {"frames", "resume", "device", "attention"}
+# what may change on --resume: the length, and how the frames are computed rather than what they are
+# (memory options: a run that ran out of memory resumes with --offload or --vae-slicing)
+NOT_FINGERPRINTED = {"frames", "resume", "device", "attention", "offload", "vae_slicing", "compile"}
 
 
 def state_dir_for(output: str | os.PathLike) -> Path:
@@ -114,6 +116,8 @@ class Checkpoint:
             raise VidforgeError(f"--resume: {str(checkpoint.folder)!r} is from another vidforge version")
         saved = checkpoint.meta.get("options", {})
         current = json.loads(json.dumps(fingerprint(options)))  # same normalisation as the saved copy
+        if options.seed == -1:  # "any seed": the interrupted run's
+            current["seed"] = saved.get("seed")
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
             names = ", ".join(f"--{k.replace('_', '-')} (was {saved.get(k)!r})" for k in changed)
@@ -121,6 +125,12 @@ class Checkpoint:
                 f"--resume: options differ from the interrupted run: {names}; use the same options"
             )
         return checkpoint
+
+    def seeded(self, options):
+        """``options`` with the interrupted run's seed in place of ``-1``."""
+        if options.seed != -1:
+            return options
+        return dataclasses.replace(options, seed=int(self.meta["options"]["seed"]))
 
     @property
     def index(self) -> int:

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from vidforge.core.options import Result, check
-from vidforge.core.progress import Bars, Timer
-from vidforge.core.vae import decode_latents, encode_frames, to_tensor, to_uint8
+from vidforge.core.progress import Bars, Phases, Timer
+from vidforge.core.settings import comment, describe_input, finish_run, resolve_seed
+from vidforge.core.vae import decode_latents, encode_frames, set_tiling, to_tensor, to_uint8
 from vidforge.core.video_io import (
     ImageInput,
     VideoInput,
@@ -100,18 +101,22 @@ def run(
     runs after clip (or chunk of ``N`` FIFO frames) ``k`` is written and checkpointed. ``model``: an
     already loaded bundle.
     """
-    timer = Timer()
+    timer, phases = Timer(), Phases()
     bars = bars or Bars(disable=True)
-    # 0. Check inputs (no model is loaded for a bad option, file or output); the method's defaults
+    # 0. Check inputs (no model is loaded for a bad option, file or output); the method's defaults;
+    # --seed -1: a resumed run's recorded seed, else a new one
     options.validate()
     options = options.resolved()
     image, init = check_inputs(options, image, init, model)
     output = check_extend_output(options, output, overwrite)
     checkpoint = Checkpoint.load(state_dir_for(output), options) if options.resume else None
+    options = checkpoint.seeded(options) if checkpoint is not None else resolve_seed(options)
 
     # 1. Load the model
-    bundle = model or load_extend_model(options, image is not None)
+    with phases("load"):
+        bundle = model or load_extend_model(options, image is not None)
     backend = check_model_for_input(bundle, options, image is not None)
+    set_tiling(bundle.vae, options.vae_tiling)
 
     # 2. Clip geometry: N (M or the FIFO partitions checked against it), frame size, the init video
     n = options.clip_frames or bundle.frames
@@ -121,38 +126,50 @@ def run(
     plan = ClipPlan.for_run(options, n, init_frames)
 
     # 3. Conditions: prompt and negative prompt (and with --image the image's tokens and latent)
-    conditions = prepare_conditions(bundle, options, image, height, width)
+    with phases("encode"):
+        conditions = prepare_conditions(bundle, options, image, height, width)
 
     # 4. Timesteps (DDIM): S per clip, or FIFO's n·N, one level per queue frame
     schedule = ddim_schedule(bundle.noise_schedule, options.num_steps(n))
 
     # 5. Starting state: resumed checkpoint, DDIM inversion of --init, or nothing (from noise)
-    generator, state, checkpoint = starting_state(
-        bundle, conditions, schedule, options, init_frames, n, output, checkpoint, bars
-    )
+    with phases("invert"):
+        generator, state, checkpoint = starting_state(
+            bundle, conditions, schedule, options, init_frames, n, output, checkpoint, bars
+        )
 
     # 6. Generate; decode each clip (or chunk of N FIFO frames) and stream it out
-    with ExtendSink(output, fps, checkpoint, output_settings(options, overwrite or options.resume)) as sink:
+    encoding = output_settings(options, overwrite or options.resume, comment=comment("extend", options))
+    with ExtendSink(output, fps, checkpoint, encoding) as sink:
         sink.replay(init_frames, options.frames)
         generate = fifo_chunks if options.method == "fifo" else reuse_and_diffuse
         chunks = generate(
             conditions, schedule, plan, options, bundle, (height, width), generator, state, bars
         )
-        for k, z0, next_state in chunks:
-            state = next_state
-            frames = decode_clip(bundle, z0, options.frames - sink.num_frames)
+        for k, z0, state in phases.iterate("sample", chunks):  # noqa: B007 (the last state is reported)
+            with phases("decode"):
+                frames = decode_clip(bundle, z0, options.frames - sink.num_frames, decode_chunk(options))
             sink.add_clip(frames, state, generator)
             if callback is not None:
                 callback(k, sink.num_frames)
 
-    # 7. Finished: the checkpoint is gone, the video is in place
+    # 7. Finished: the checkpoint is gone, the video and its settings record are in place
+    info = run_info(bundle, options, plan, state, (width, height), backend, conditions.fps_cond)
+    inputs = {
+        name: describe_input(value) for name, value in (("init", init), ("image", image)) if value is not None
+    }
+    record = finish_run(
+        "extend", options, output, inputs=inputs, model=bundle, frames=sink.num_frames, fps=fps,
+        size=(width, height), seconds=timer.seconds, timings=phases.rounded(), details=info,
+    )  # fmt: skip
     return Result(
         output=output,
         num_frames=sink.num_frames,
         fps=fps,
         seconds=timer.seconds,
         frames=sink.frames,
-        info=run_info(bundle, options, plan, state, (width, height), backend, conditions.fps_cond),
+        info=info,
+        settings=record,
     )
 
 
@@ -199,7 +216,8 @@ def load_extend_model(options: ExtendOptions, with_image: bool) -> ModelBundle:
     task = "animate" if with_image else "extend"
     source = resolve_model(options.model, task)
     device = select_device(options.device)
-    return load_model(source, task, device, select_dtype(device, options.dtype))
+    dtype = select_dtype(device, options.dtype)
+    return load_model(source, task, device, dtype, options.offload, options.compile)
 
 
 def check_image_preset(name: str | None) -> None:
@@ -300,12 +318,18 @@ def fifo_chunks(conditions, schedule, plan: ClipPlan, options, bundle, size, gen
             chunk = []
 
 
-def decode_clip(bundle: ModelBundle, z0: torch.Tensor, limit: int) -> np.ndarray:
+def decode_chunk(options: ExtendOptions) -> int:
+    """Frames per VAE decode: one with ``--vae-slicing`` (the least memory)."""
+    return 1 if options.vae_slicing else DECODE_CHUNK
+
+
+def decode_clip(bundle: ModelBundle, z0: torch.Tensor, limit: int, chunk: int = DECODE_CHUNK) -> np.ndarray:
     """A clip's latents ``(1, C, N, h, w)`` (the first ``limit`` frames at most), decoded to uint8
-    ``(F, H, W, 3)``; DynamiCrafter decodes in fp32 (fp16 VAE decodes give NaNs)."""
+    ``(F, H, W, 3)`` ``chunk`` frames per VAE call; DynamiCrafter decodes in fp32 (fp16 VAE decodes
+    give NaNs)."""
     latents = z0[0].permute(1, 0, 2, 3)[:limit]  # (F, C, h, w)
     dtype = torch.float32 if bundle.family == "dynamicrafter" else None
-    return to_uint8(decode_latents(bundle.vae, latents, DECODE_CHUNK, dtype))
+    return to_uint8(decode_latents(bundle.vae, latents, chunk, dtype))
 
 
 def prepare_init(
