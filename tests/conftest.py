@@ -57,3 +57,59 @@ def moving_texture(num_frames=8, height=48, width=64, shift=(1.5, 0.5), zoom=1.2
             cv2.warpAffine(base, matrix, (width, height), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP)
         )
     return np.stack(frames)
+
+
+@pytest.fixture
+def stream_events(monkeypatch):
+    """stylize's streaming, recorded: ``("read", n)`` per chunk pulled from the input, ``("write",
+    n)`` per chunk written; decoding a whole video at once fails the test."""
+    import vidforge.core.video_io as video_io
+    import vidforge.stylize.pipeline as stylize_pipeline
+    from vidforge.core.writers import Sink
+
+    events = []
+    real_iter_frames = video_io.iter_frames
+
+    def recording_iter_frames(*args, **kwargs):
+        for chunk in real_iter_frames(*args, **kwargs):
+            events.append(("read", len(chunk)))
+            yield chunk
+
+    class RecordingSink(Sink):
+        def write(self, frames):
+            events.append(("write", len(frames)))
+            return super().write(frames)
+
+    def whole_video(*args, **kwargs):
+        raise AssertionError("stylize decoded the whole video")
+
+    monkeypatch.setattr(stylize_pipeline, "iter_frames", recording_iter_frames)
+    monkeypatch.setattr(stylize_pipeline, "Sink", RecordingSink)
+    monkeypatch.setattr(video_io, "read_video", whole_video)
+    return events
+
+
+def traced_peak(function):
+    """``(function(), peak bytes)``: the peak of Python-traced memory while it ran (numpy registers
+    its buffers, so every decoded or resized frame counts)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = function()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture
+def clips(tmp_path):
+    """A folder of two short clips, ``a.mp4`` and ``b.mov``, and a file that is no video."""
+    from vidforge.core.writers import write_video
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_video(folder / "a.mp4", textured_frames(3, 32, 32), fps=8)
+    write_video(folder / "b.mov", textured_frames(3, 32, 32, seed=1), fps=8)
+    (folder / "notes.md").write_text("not a video")
+    return folder

@@ -6,10 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import textured_frames
 
 from vidforge.cli import main
-from vidforge.core.writers import write_video
 
 FAST = ["--model", "tiny", "--steps", "1", "--device", "cpu"]
 STILL = Path(__file__).parents[1] / "examples" / "still.png"
@@ -36,15 +34,6 @@ def count_loads(monkeypatch):
 
     monkeypatch.setattr(vidforge.models, "load_model", counting)
     return loads
-
-
-@pytest.fixture
-def clips(tmp_path):
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    write_video(folder / "a.mp4", textured_frames(3, 32, 32), fps=8)
-    write_video(folder / "b.mov", textured_frames(3, 32, 32, seed=1), fps=8)
-    return folder
 
 
 def test_a_folder_loads_the_model_once_a_bad_file_fails_alone_and_skip_existing_does_no_work(

@@ -25,16 +25,6 @@ from vidforge.errors import OptionError, VidforgeError
 from vidforge.stylize.options import StylizeOptions
 
 
-@pytest.fixture
-def clips(tmp_path):
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    write_video(folder / "a.mp4", textured_frames(3, 32, 32), fps=8)
-    write_video(folder / "b.mov", textured_frames(3, 32, 32, seed=1), fps=8)
-    (folder / "notes.md").write_text("not a video")
-    return folder
-
-
 def write_lines(path: Path, *rows) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path

@@ -25,11 +25,16 @@ def image(tmp_path_factory):
     return path
 
 
-def animate(*args):
-    result = runner.invoke(app, ["animate", *map(str, args), "--model", "tiny", "--steps", "2", "--frames", "4",
-                                 "--device", "cpu", "--progress", "none"])  # fmt: skip
+def ok(command, args, *defaults):
+    """``vidforge COMMAND ARGS`` on the tiny model, CPU, 2 steps, no progress; it must succeed."""
+    argv = [command, *map(str, args), *defaults, "--model", "tiny", "--steps", "2", "--device", "cpu"]
+    result = runner.invoke(app, [*argv, "--progress", "none"])
     assert result.exit_code == 0, result.output
     return result
+
+
+def animate(*args):
+    return ok("animate", args, "--frames", "4")
 
 
 def test_the_record_is_beside_the_output_and_is_what_json_prints(tmp_path, image):
@@ -149,10 +154,7 @@ def small_clip(tmp_path_factory):
 
 
 def stylize(*args):
-    result = runner.invoke(app, ["stylize", *map(str, args), "--model", "tiny", "--steps", "2", "--device", "cpu",
-                                 "--batch-frames", "2", "--progress", "none"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return result
+    return ok("stylize", args, "--batch-frames", "2")
 
 
 def test_stylize_records_its_run_and_replays_it_bit_for_bit(tmp_path, small_clip):
@@ -201,10 +203,7 @@ def test_stylize_max_side_processes_large_frames_smaller_and_writes_the_input_si
 
 
 def extend(*args):
-    result = runner.invoke(app, ["extend", *map(str, args), "--model", "tiny", "--steps", "2", "--frames", "12",
-                                 "--device", "cpu", "--progress", "none"])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    return result
+    return ok("extend", args, "--frames", "12")
 
 
 def test_extend_records_its_run_and_replays_it_bit_for_bit(tmp_path):

@@ -2,18 +2,15 @@
 
 import math
 import subprocess
-import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import textured_frames
+from conftest import textured_frames, traced_peak
 
-import vidforge.core.video_io as video_io
-import vidforge.stylize.pipeline as stylize_pipeline
 from vidforge.cli import main
 from vidforge.core.flow import compose_flows, video_flows
 from vidforge.core.video_io import Video, read_video
-from vidforge.core.writers import Sink, write_video
+from vidforge.core.writers import write_video
 from vidforge.errors import OptionError
 from vidforge.evaluate.metrics import warp_error
 from vidforge.stylize import StylizeOptions, StylizePipeline, run
@@ -234,40 +231,19 @@ def test_keyframe_interval_parses_a_number_or_auto():
 # ----------------------------------------------------------------------------------------- memory
 
 
-def test_memory_is_bounded_in_video_length(pipe, tmp_path, monkeypatch):
+def test_memory_is_bounded_in_video_length(pipe, tmp_path, monkeypatch, stream_events):
+    events = stream_events  # ("read", frames) when a chunk is pulled, ("write", frames) when written
     batch, interval, size = 3, 4, 96
     frame_bytes = size * size * 3
     options = StylizeOptions(**{**KEYS, "steps": 1}, batch_frames=batch, keyframe_interval=interval)
     monkeypatch.setattr(pipe, "denoise_chunk", NoUNet.denoise_chunk.__get__(pipe))
-    events = []  # ("read", frames) when a chunk is pulled, ("write", frames) when output is written
-    real_iter_frames = video_io.iter_frames
-
-    def recording_iter_frames(*args, **kwargs):
-        for chunk in real_iter_frames(*args, **kwargs):
-            events.append(("read", len(chunk)))
-            yield chunk
-
-    class RecordingSink(Sink):
-        def write(self, frames):
-            events.append(("write", len(frames)))
-            return super().write(frames)
-
-    def whole_video(*args, **kwargs):
-        raise AssertionError("stylize decoded the whole video")
-
-    monkeypatch.setattr(stylize_pipeline, "iter_frames", recording_iter_frames)
-    monkeypatch.setattr(stylize_pipeline, "Sink", RecordingSink)
-    monkeypatch.setattr(video_io, "read_video", whole_video)
 
     def peak_bytes(num_frames):
         clip = write_video(tmp_path / f"in{num_frames}.mp4", textured_frames(num_frames, size, size), fps=10)
         events.clear()
-        tracemalloc.start()
-        try:
-            result = run(clip, options, output=tmp_path / "out.mp4", pipeline=pipe, overwrite=True)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        result, peak = traced_peak(
+            lambda: run(clip, options, output=tmp_path / "out.mp4", pipeline=pipe, overwrite=True)
+        )
         assert result.num_frames == num_frames
         # frames read but not yet written: at most one interval plus one chunk read ahead
         read = written = 0

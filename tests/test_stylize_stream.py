@@ -1,15 +1,12 @@
 """Stylize streams its input: the same frames as the in-memory path, memory bounded in video length."""
 
-import tracemalloc
-
 import numpy as np
 import pytest
-from conftest import textured_frames
+from conftest import textured_frames, traced_peak
 
 import vidforge.core.video_io as video_io
-import vidforge.stylize.pipeline as stylize_pipeline
 from vidforge.core.video_io import read_video, resize_frames
-from vidforge.core.writers import Sink, write_video
+from vidforge.core.writers import write_video
 from vidforge.stylize import StylizeOptions, StylizePipeline, run
 from vidforge.stylize.pipeline import processing_size, rechunk
 from vidforge.stylize.temporal import chunk_flows, input_flows
@@ -107,41 +104,20 @@ class NoUNet(StylizePipeline):
         return noise.expand(len(indices), -1, -1, -1).clone()
 
 
-def test_memory_is_bounded_in_video_length(tmp_path, monkeypatch):
+def test_memory_is_bounded_in_video_length(tmp_path, stream_events):
+    events = (
+        stream_events  # ("read", frames) when stylize pulls a chunk, ("write", frames) when it writes one
+    )
     batch, size = 3, 128
     frame_bytes = size * size * 3
     options = StylizeOptions(**{**TINY, "steps": 1}, batch_frames=batch)
     pipe = NoUNet.from_options(options)
-    events = []  # ("read", frames) when stylize pulls a chunk, ("write", frames) when it writes one
-    real_iter_frames = video_io.iter_frames
-
-    def recording_iter_frames(*args, **kwargs):
-        for chunk in real_iter_frames(*args, **kwargs):
-            events.append(("read", len(chunk)))
-            yield chunk
-
-    class RecordingSink(Sink):
-        def write(self, frames):
-            events.append(("write", len(frames)))
-            return super().write(frames)
-
-    def whole_video(*args, **kwargs):
-        raise AssertionError("stylize decoded the whole video")
-
-    monkeypatch.setattr(stylize_pipeline, "iter_frames", recording_iter_frames)
-    monkeypatch.setattr(stylize_pipeline, "Sink", RecordingSink)
-    monkeypatch.setattr(video_io, "read_video", whole_video)
 
     def peak_bytes(num_frames):
         clip = write_video(tmp_path / f"in{num_frames}.mp4", textured_frames(num_frames, size, size), fps=10)
         events.clear()
-        tracemalloc.start()  # numpy registers its buffers: every decoded or resized frame counts
-        try:
-            output = tmp_path / f"out{num_frames}.mp4"
-            result = run(clip, options, output=output, pipeline=pipe, overwrite=True)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        output = tmp_path / f"out{num_frames}.mp4"
+        result, peak = traced_peak(lambda: run(clip, options, output=output, pipeline=pipe, overwrite=True))
         assert result.num_frames == num_frames
         # each chunk is read only after the previous one is written: never more than one chunk of
         # input frames (plus the carried previous frame) is held
@@ -162,10 +138,5 @@ def test_memory_is_bounded_in_video_length(tmp_path, monkeypatch):
     assert long - short < 2 * frame_bytes, (short, long)  # the whole video would add 30 frames
 
     # the measurement sees whole-video arrays: decoding the long clip at once adds all 40 frames
-    tracemalloc.start()
-    try:
-        real_iter_frames_all = np.concatenate(list(real_iter_frames(tmp_path / "in40.mp4", 40)))
-        whole = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert len(real_iter_frames_all) == 40 and whole >= 40 * frame_bytes
+    every, whole = traced_peak(lambda: np.concatenate(list(video_io.iter_frames(tmp_path / "in40.mp4", 40))))
+    assert len(every) == 40 and whole >= 40 * frame_bytes

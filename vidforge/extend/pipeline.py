@@ -155,25 +155,23 @@ def run(
 
     # 7. Finished: the checkpoint is gone, the video and its settings record are in place
     info = run_info(bundle, options, plan, state, (width, height), backend, conditions.fps_cond)
-    inputs = {
-        name: describe_input(value) for name, value in (("init", init), ("image", image)) if value is not None
-    }
-    record = finish_run(
-        "extend", options, output, inputs=inputs, model=bundle, frames=sink.num_frames, fps=fps,
-        size=(width, height), seconds=timer.seconds, timings=phases.rounded(), details=info,
-    )  # fmt: skip
-    return Result(
-        output=output,
-        num_frames=sink.num_frames,
-        fps=fps,
-        seconds=timer.seconds,
-        frames=sink.frames,
-        info=info,
-        settings=record,
-    )
+    return finish(options, output, sink, bundle, {"init": init, "image": image}, info, timer, phases)
 
 
 # -------------------------------------------------------------------------------------------- steps
+
+
+def finish(options, output, sink, bundle, inputs: dict, info: dict, timer: Timer, phases: Phases) -> Result:
+    """The run's settings record (written beside the output) and its result."""
+    record = finish_run(
+        "extend", options, output, model=bundle, frames=sink.num_frames, fps=sink.fps, size=info["size"],
+        inputs={name: describe_input(value) for name, value in inputs.items() if value is not None},
+        seconds=timer.seconds, timings=phases.rounded(), details=info,
+    )  # fmt: skip
+    return Result(
+        output=output, num_frames=sink.num_frames, fps=sink.fps, seconds=timer.seconds, frames=sink.frames,
+        info=info, settings=record,
+    )  # fmt: skip
 
 
 def check_inputs(options: ExtendOptions, image, init, model) -> tuple[np.ndarray | None, VideoInput | None]:
