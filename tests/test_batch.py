@@ -50,9 +50,12 @@ def test_a_folder_loads_the_model_once_a_bad_file_fails_alone_and_skip_existing_
     assert "Traceback" not in err
     assert count_loads == ["stylize"]  # one load for the three inputs
 
-    # --skip-existing reads the settings records the run wrote beside its outputs
-    (clips / "broken.mp4").unlink()
+    # --skip-existing reads the settings records the run wrote beside its outputs; the bad file,
+    # the only job left, fails before any model loads
     args = ["stylize", clips, "--style", "ink", "--output-dir", out, "--skip-existing", "--json", *FAST]
+    code, _, err = run_main(args, capsys)
+    assert code == 1 and "cannot decode" in err and count_loads == ["stylize"], err
+    (clips / "broken.mp4").unlink()
     code, stdout, err = run_main(args, capsys)
     assert code == 0, err
     report = json.loads(stdout)

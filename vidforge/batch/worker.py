@@ -55,6 +55,7 @@ class Worker:
         where = {"worker": self.name, "node": self.node, "device": self.shown_device}
         try:
             _make_folder(job.output)
+            check_sources(job)
             result = RUNNERS[job.command](self, job, overwrite, bars)
         except VidforgeError as e:
             return outcome(job, "failed", time.perf_counter() - start, first_line(e), **where)
@@ -96,6 +97,23 @@ class Worker:
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def check_sources(job: Job) -> None:
+    """An unreadable input fails its job before any model loads: a re-run whose only unfinished
+    jobs are bad files loads nothing. (Probing decodes one frame; the command checks again.)"""
+    from vidforge.batch.jobs import COMMANDS
+    from vidforge.core.video_io import load_image, probe_video
+
+    kinds = {"input": COMMANDS[job.command].reads, "init": "video", "image": "image", "end_image": "image"}
+    for name, kind in kinds.items():
+        value = job.input if name == "input" else getattr(job.options, name, None)
+        if value is None or kind is None:
+            continue
+        if kind == "video":
+            probe_video(value)
+        else:
+            load_image(value, "image" if name == "input" else f"--{name.replace('_', '-')}")
 
 
 def _make_folder(output: str) -> None:
