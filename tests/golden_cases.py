@@ -179,10 +179,12 @@ def compute(name: str) -> np.ndarray:
 
 
 def platform() -> dict:
-    """What bit-for-bit equality depends on: the same torch build and CPU kernels."""
+    """What bit-for-bit equality depends on: the same torch build, CPU kernels and thread count
+    (reductions split over threads round differently: OMP_NUM_THREADS=1 changes the last bits)."""
     import torch
 
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    cpu = torch.backends.cpu.get_cpu_capability()
+    return {"torch": torch.__version__, "cpu": cpu, "threads": torch.get_num_threads()}
 
 
 def write(names: list[str]) -> None:
