@@ -207,7 +207,8 @@ def summary(
 ) -> str:
     """``24 frames in 37.1 s (1.55 s/frame; load 3.2 s, sample 30.0 s, ...) -> out.mp4``."""
     parts = [f"{seconds / frames:.2f} s/frame"] if frames else []
-    if phases:
-        parts.append(", ".join(f"{name} {value:.1f} s" for name, value in phases.items()))
+    shown = {name: value for name, value in (phases or {}).items() if value >= 0.05}  # not the 0.0 s ones
+    if shown:
+        parts.append(", ".join(f"{name} {value:.1f} s" for name, value in shown.items()))
     detail = f" ({'; '.join(parts)})" if parts else ""
     return f"{frames} frames in {seconds:.1f} s{detail} -> {output}" + (f"; {note}" if note else "")

@@ -133,7 +133,7 @@ def run(
     schedule = ddim_schedule(bundle.noise_schedule, options.num_steps(n))
 
     # 5. Starting state: resumed checkpoint, DDIM inversion of --init, or nothing (from noise)
-    with phases("invert"):
+    with phases("invert" if init_frames is not None and checkpoint is None else "start"):
         generator, state, checkpoint = starting_state(
             bundle, conditions, schedule, options, init_frames, n, output, checkpoint, bars
         )
