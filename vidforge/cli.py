@@ -756,7 +756,8 @@ def _extend_inputs(inits: list[Path], images: list[Path]) -> tuple[str | None, l
 @handle_errors
 def evaluate(
     videos: Annotated[
-        list[Path], typer.Argument(help="Videos, folders of videos, or .txt lists.", show_default=False)
+        list[Path],
+        typer.Argument(help="Videos, folders of videos, or .txt lists.", show_default=False, metavar="VIDEO"),
     ],
     source: Annotated[
         Path | None,
@@ -850,6 +851,7 @@ def batch(
             help="JOBS file: .jsonl or .csv, one job per line: command, input, output and the command's "
             "options (long names).",
             show_default=False,
+            metavar="JOBS",
         ),
     ],
     output_dir: Annotated[
