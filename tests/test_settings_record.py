@@ -25,6 +25,14 @@ def image(tmp_path_factory):
     return path
 
 
+def assert_replays_bit_for_bit(command, first, again):
+    """``vidforge COMMAND --settings FIRST.json -o AGAIN`` succeeds and writes FIRST's frames."""
+    argv = [command, "--settings", str(settings_path(first)), "-o", str(again), "--progress", "none"]
+    replay = runner.invoke(app, argv)
+    assert replay.exit_code == 0, replay.output
+    assert np.array_equal(read_video(first).frames, read_video(again).frames)
+
+
 def ok(command, args, *defaults):
     """``vidforge COMMAND ARGS`` on the tiny model, CPU, 2 steps, no progress; it must succeed."""
     argv = [command, *map(str, args), *defaults, "--model", "tiny", "--steps", "2", "--device", "cpu"]
@@ -60,12 +68,7 @@ def test_settings_replays_the_same_frames_bit_for_bit_and_seed_minus_one_is_reco
     animate(image, "-o", first, "--seed", "-1", "--prompt", "waves", "--text-scale", "3")
     record = json.loads(settings_path(first).read_text())
     assert record["options"]["seed"] >= 0  # the seed actually used
-    again = tmp_path / "again" / "%05d.png"
-    replay = runner.invoke(
-        app, ["animate", "--settings", str(settings_path(first)), "-o", str(again), "--progress", "none"]
-    )
-    assert replay.exit_code == 0, replay.output
-    assert np.array_equal(read_video(again).frames, read_video(first).frames)
+    assert_replays_bit_for_bit("animate", first, tmp_path / "again" / "%05d.png")
     other = tmp_path / "other" / "%05d.png"
     changed = runner.invoke(app, ["animate", "--settings", str(settings_path(first)), "-o", str(other),
                                   "--text-scale", "5", "--progress", "none"])  # fmt: skip
@@ -165,12 +168,7 @@ def test_stylize_records_its_run_and_replays_it_bit_for_bit(tmp_path, small_clip
     assert record["options"]["seed"] >= 0 and record["options"]["style"] == "ink"
     assert record["inputs"]["input"]["probe"]["frames"] == 4 and record["output"]["size"] == [56, 40]
     assert {"load", "encode", "sample", "decode", "flow"} <= set(record["timings"])
-    again = tmp_path / "again" / "%05d.png"
-    replay = runner.invoke(
-        app, ["stylize", "--settings", str(settings_path(first)), "-o", str(again), "--progress", "none"]
-    )
-    assert replay.exit_code == 0, replay.output
-    assert np.array_equal(read_video(first).frames, read_video(again).frames)
+    assert_replays_bit_for_bit("stylize", first, tmp_path / "again" / "%05d.png")
 
 
 @pytest.mark.parametrize("flags", [["--offload", "model"], ["--vae-slicing"], ["--compile"]])
@@ -215,12 +213,7 @@ def test_extend_records_its_run_and_replays_it_bit_for_bit(tmp_path):
     assert record["options"]["eta"] == 0.0 and record["options"]["negative_prompt"] == "watermark"  # resolved
     assert record["output"]["frames"] == 12 and record["details"]["clips"] == 2
     assert {"load", "encode", "sample", "decode"} <= set(record["timings"])
-    again = tmp_path / "again" / "%05d.png"
-    replay = runner.invoke(
-        app, ["extend", "--settings", str(settings_path(first)), "-o", str(again), "--progress", "none"]
-    )
-    assert replay.exit_code == 0, replay.output
-    assert np.array_equal(read_video(first).frames, read_video(again).frames)
+    assert_replays_bit_for_bit("extend", first, tmp_path / "again" / "%05d.png")
 
 
 @pytest.mark.parametrize("flags", [["--offload", "model"], ["--vae-slicing"], ["--vae-tiling"]])
