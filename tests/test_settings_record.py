@@ -3,6 +3,7 @@ options (offload, VAE slicing and tiling, torch.compile) giving the frames they 
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -223,3 +224,27 @@ def test_extend_memory_options_give_the_same_frames(tmp_path, flags):
     extend("--prompt", "a boat", "-o", other, *flags)
     a, b = read_video(plain).frames.astype(int), read_video(other).frames.astype(int)
     assert np.abs(a - b).max() <= {"--vae-slicing": 1, "--vae-tiling": 8}.get(flags[0], 0)
+
+
+def test_extend_hands_its_memory_options_to_the_loader_and_the_vae(monkeypatch):
+    """On tiny frames tiling and offload change nothing visible, so check that they are applied."""
+    import vidforge.models
+    from vidforge import extend as api
+    from vidforge.extend import ExtendOptions
+
+    seen = {}
+    real = vidforge.models.load_model
+
+    def spy(source, task, device, dtype, offload="none", compile=False):
+        seen.update(offload=offload, compile=compile)
+        return real(source, task, device, dtype, offload)
+
+    monkeypatch.setattr(vidforge.models, "load_model", spy)
+    options = ExtendOptions(prompt="a boat", model="tiny", steps=1, frames=4, device="cpu")
+    api.run(replace(options, offload="sequential", compile=True))
+    assert seen == {"offload": "sequential", "compile": True}
+    bundle = real("tiny", "extend")
+    api.run(replace(options, vae_tiling=True), model=bundle)
+    assert bundle.vae.use_tiling
+    api.run(options, model=bundle)
+    assert not bundle.vae.use_tiling
