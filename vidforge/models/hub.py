@@ -135,16 +135,23 @@ def origin(source: ModelSource, path: Path | None = None) -> dict:
     return out
 
 
-def cached_file_hash(path: Path) -> str:
-    """sha256 of a (large) file, remembered per (path, size, mtime) in vidforge's cache."""
+def file_key(path: Path) -> str:
+    """A name for one version of a file: sha1 of its resolved path, size and modification time
+    (cheap, and it changes when the file is replaced or rewritten)."""
     import hashlib
+
+    resolved = path.resolve()
+    stat = resolved.stat()
+    return hashlib.sha1(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+def cached_file_hash(path: Path) -> str:
+    """sha256 of a (large) file, remembered per :func:`file_key` in vidforge's cache."""
     import json
 
     from vidforge.core.settings import sha256_file
 
-    stat = path.resolve().stat()
-    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-    memo = vidforge_cache_dir("hashes") / f"{key}.json"
+    memo = vidforge_cache_dir("hashes") / f"{file_key(path)}.json"
     with contextlib.suppress(OSError, ValueError, KeyError):
         return json.loads(memo.read_text())["sha256"]
     digest = sha256_file(path)

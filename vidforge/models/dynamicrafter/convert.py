@@ -42,7 +42,6 @@ the text-side leftovers of the image embedder (``embedder.model.*`` outside ``vi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -53,7 +52,7 @@ from vidforge.errors import VidforgeError
 from vidforge.models.checkpoint import load_state_dict
 from vidforge.models.dynamicrafter.config import get_config
 from vidforge.models.dynamicrafter.network import build_model
-from vidforge.models.hub import vidforge_cache_dir
+from vidforge.models.hub import file_key, vidforge_cache_dir
 
 PREFIXES = {
     "unet.": "model.diffusion_model.",
@@ -282,9 +281,7 @@ def cache_path(checkpoint: Path, label: str) -> Path:
     """``<vidforge cache>/converted/<label>-<hash>.safetensors`` for ``checkpoint``: vidforge's own
     folder (``$HF_HOME/assets/vidforge``), never inside the hub cache, whose tools would flag a
     folder that is no repository and could not remove it."""
-    resolved = checkpoint.resolve()
-    stat = resolved.stat()
-    digest = hashlib.sha1(f"{resolved}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    digest = file_key(checkpoint)[:16]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "--", label).strip("-") or "model"
     return vidforge_cache_dir("converted") / f"{safe}-{digest}.safetensors"
 
