@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import textured_frames
 
 from vidforge.cli import main
+from vidforge.core.writers import write_video
 
 FAST = ["--model", "tiny", "--steps", "1", "--device", "cpu"]
 STILL = Path(__file__).parents[1] / "examples" / "still.png"
@@ -175,3 +177,11 @@ def test_skip_existing_matches_extend_records_with_the_method_defaults_filled_in
     assert code == 0 and json.loads(stdout)["status"] == "skipped", err
     code, _, err = run_main([*args, "--skip-existing", "--eta", "0.5"], capsys)  # not the recorded eta (0)
     assert code == 1 and "already exists" in err
+
+
+def test_one_input_without_output_follows_the_naming_rule(tmp_path, capsys):
+    """A numbered-PNG input is named after its folder (it used to give ``frames/%05d_stylized.mp4``)."""
+    write_video(tmp_path / "frames" / "%05d.png", textured_frames(3, 32, 32), fps=8)
+    code, _, err = run_main(["stylize", tmp_path / "frames" / "%05d.png", "--style", "ink", *FAST], capsys)
+    assert code == 0, err
+    assert (tmp_path / "frames_stylized.mp4").exists() and not list((tmp_path / "frames").glob("*.mp4"))

@@ -184,10 +184,12 @@ def _fail(message: str, code: int):
     raise typer.Exit(code)
 
 
-def _default_output(input_path: Path | None, suffix: str) -> Path:
-    stem = input_path.stem if input_path is not None else "video"
-    folder = input_path.parent if input_path is not None else Path(".")
-    return folder / f"{stem}_{suffix}.mp4"
+def _default_output(command: str, source: Path | None, output_dir: Path | None = None) -> Path:
+    """Where an output goes without ``-o``: the naming rule of several inputs (beside the input,
+    ``STEM_stylized.mp4``; extend without an input, ``extended.mp4``)."""
+    from vidforge.batch.jobs import output_for
+
+    return output_for(command, source, output_dir)
 
 
 def _report(result, as_json: bool, quiet: bool) -> None:
@@ -478,7 +480,7 @@ def stylize(
     jobs = _input_jobs("stylize", inputs, options, output, output_dir)
     if jobs is not None:
         return _run_jobs(jobs, overwrite, skip_existing, quiet, progress, json)
-    output = output or _default_output(inputs[0], "stylized")
+    output = output or _default_output("stylize", inputs[0])
     if _already_done("stylize", options, inputs[0], output, skip_existing, json):
         return
     with _bars(quiet, progress) as bars:
@@ -575,7 +577,7 @@ def animate(
     jobs = _input_jobs("animate", images, options, output, output_dir, "image")
     if jobs is not None:
         return _run_jobs(jobs, overwrite, skip_existing, quiet, progress, json)
-    output = output or _default_output(images[0], "animated")
+    output = output or _default_output("animate", images[0])
     if _already_done("animate", options, images[0], output, skip_existing, json):
         return
     with _bars(quiet, progress) as bars:
@@ -717,7 +719,7 @@ def extend(
         return _run_jobs(jobs, overwrite, skip_existing, quiet, progress, json)
     if output is None and output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-    output = output or (output_dir or Path(".")) / "extended.mp4"
+    output = output or _default_output("extend", None, output_dir)
     if _already_done("extend", options, None, output, skip_existing, json):
         return
     try:
@@ -901,8 +903,7 @@ def batch(
     from vidforge.batch.jobs import JobsError, read_jobs
     from vidforge.batch.local import parse_devices
 
-    if engine not in executor.ENGINES:
-        raise OptionError(f"--engine must be one of {', '.join(executor.ENGINES)} (got {engine!r})")
+    executor.check_engine(engine)
     if engine == "ray" and devices is not None:
         raise OptionError("--devices is for --engine local; Ray gives each worker one GPU (see --workers)")
     if engine == "local" and (address is not None or workers is not None):

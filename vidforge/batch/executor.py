@@ -48,8 +48,7 @@ def execute(
     from vidforge.core.progress import Bars
 
     bars = bars or Bars(disable=True)
-    if engine not in ENGINES:
-        raise OptionError(f"--engine must be one of {', '.join(ENGINES)} (got {engine!r})")
+    check_engine(engine)
     if engine == "ray":  # a missing Ray is said before any work, even when nothing is left to run
         from vidforge.batch.ray_engine import import_ray
 
@@ -77,6 +76,11 @@ def execute(
     for result in bars.track(stream, "jobs", total=len(todo)):
         outcomes.append(_keep(result, results, on_result))
     return outcomes
+
+
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise OptionError(f"--engine must be one of {', '.join(ENGINES)} (got {engine!r})")
 
 
 def _keep(result: dict, results, on_result) -> dict:
