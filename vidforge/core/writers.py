@@ -392,12 +392,16 @@ class Writer(AbortOnError):
             raise VidforgeError(f"no frames to write to {str(self.path)!r}")
         try:
             self._finish()
-            publish(self._tmp, self.target, self.settings.overwrite)
+            self._publish()
         except BaseException:
             self.abort()
             raise
         self._done = True
         return self.path
+
+    def _publish(self) -> None:
+        """Move the finished temporary file onto the output name (:func:`publish`)."""
+        publish(self._tmp, self.target, self.settings.overwrite)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -536,25 +540,12 @@ class PngSequenceWriter(Writer):
     def _finish(self) -> None:
         (self._tmp / "fps.txt").write_text(f"{self.fps}\n")
 
-    def close(self) -> Path:
-        """Publish: a new folder by one rename; into an existing folder frame by frame (each frame
+    def _publish(self) -> None:
+        """A new folder by one rename; into an existing folder frame by frame (each frame
         complete), replacing an earlier sequence only with ``overwrite``."""
-        if self.num_frames == 0:
-            self.abort()
-            raise VidforgeError(f"no frames to write to {str(self.path)!r}")
-        try:
-            self._finish()
-            if not self.target.exists():
-                os.rename(self._tmp, self.target)
-            else:
-                self._replace_frames()
-        except BaseException:
-            self.abort()
-            raise
-        self._done = True
-        return self.path
-
-    def _replace_frames(self) -> None:
+        if not self.target.exists():
+            os.rename(self._tmp, self.target)
+            return
         earlier = _pattern_files(self.path)
         if earlier and not self.settings.overwrite:
             raise VidforgeError(
