@@ -316,7 +316,7 @@ def decode_and_write(vae, latents, options: AnimateOptions, settings: Settings, 
 
     output, overwrite = target
     pixels = settings.height * settings.width
-    chunk = 1 if options.vae_slicing else max(1, VAE_DECODE_PIXELS // pixels)
+    chunk = options.vae_chunk(max(1, VAE_DECODE_PIXELS // pixels))
     vae_dtype = torch.float32 if options.vae_fp32 else vae.dtype
 
     def decoded():

@@ -41,6 +41,11 @@ class RunOptions:
     codec: str | None = None  # None: the container's default (h264; vp9 for .webm)
     crf: int | None = None  # None: the codec's default (h264 18, h265 22, vp9 31)
 
+    def vae_chunk(self, frames: int) -> int:
+        """Frames per VAE call: the command's ``frames``, or one with ``--vae-slicing`` (the least
+        memory)."""
+        return 1 if self.vae_slicing else frames
+
     def resolved(self):
         """These options with every "the default depends" value (None) filled in: what a run uses
         and its settings record keeps. Commands whose defaults depend on a choice override it."""

@@ -148,7 +148,9 @@ def run(
         )
         for k, z0, state in phases.iterate("sample", chunks):  # noqa: B007 (the last state is reported)
             with phases("decode"):
-                frames = decode_clip(bundle, z0, options.frames - sink.num_frames, decode_chunk(options))
+                frames = decode_clip(
+                    bundle, z0, options.frames - sink.num_frames, options.vae_chunk(DECODE_CHUNK)
+                )
             sink.add_clip(frames, state, generator)
             if callback is not None:
                 callback(k, sink.num_frames)
@@ -314,11 +316,6 @@ def fifo_chunks(conditions, schedule, plan: ClipPlan, options, bundle, size, gen
         if (i + 1) % plan.clip_frames == 0 or i == plan.target - 1:
             yield i // plan.clip_frames, torch.cat(chunk, dim=2), state
             chunk = []
-
-
-def decode_chunk(options: ExtendOptions) -> int:
-    """Frames per VAE decode: one with ``--vae-slicing`` (the least memory)."""
-    return 1 if options.vae_slicing else DECODE_CHUNK
 
 
 def decode_clip(bundle: ModelBundle, z0: torch.Tensor, limit: int, chunk: int = DECODE_CHUNK) -> np.ndarray:

@@ -77,11 +77,6 @@ def sample(scheduler: str, denoiser, latents, schedule, generator, before_step, 
     )  # fmt: skip
 
 
-def vae_chunk(options: StylizeOptions) -> int:
-    """Frames per VAE call: the chunk, or one with ``--vae-slicing`` (the least memory)."""
-    return 1 if options.vae_slicing else options.batch_frames
-
-
 def rechunk(frames: np.ndarray | Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
     """Frames ``(F, H, W, 3)``, or chunks ``(f, H, W, 3)`` of any sizes in video order, as chunks of
     exactly ``size`` frames (the last may be shorter). Chunks that already have ``size`` frames pass
@@ -287,7 +282,7 @@ class StylizePipeline:
                 chunk, indices, noise, text, flows, fuse_steps, clip, options, generator, carry, bars
             )
             # 6. Decode
-            out = self.decode(latents, vae_chunk(options))
+            out = self.decode(latents, options.vae_chunk(options.batch_frames))
             # 7. Pixel fusion with the previous output frame (deflicker)
             if options.deflicker > 0:
                 out = self.pixel_fusion(out, indices, flows, options.deflicker, carry)
@@ -308,7 +303,7 @@ class StylizePipeline:
         # 5.1 Timesteps (from step `start` on)
         schedule = make_schedule(options.scheduler, self.bundle, options.steps).from_step(start)
         # 5.2 Conditions: c_I, and c_M = c_I until the first attention map exists
-        image_latents = self.encode_image_latents(chunk, vae_chunk(options))
+        image_latents = self.encode_image_latents(chunk, options.vae_chunk(options.batch_frames))
         branches = FourBranchModel(self, image_latents, text, options, latent_size)
         denoiser = Denoiser(branches, "epsilon")
         # 5.3 Latent fusion with the previous frame's flow-warped x0, inside --fuse-window
